@@ -298,3 +298,71 @@ class Checkpoint:
             if tensor.name == name:
                 return tensor
         raise KeyError(name)
+
+
+@dataclass
+class Summary:
+    """Model facts derived from the config and the tensor shapes.
+
+    ``mismatches`` lists every place where the config and the tensors disagree, one sentence
+    each. ``generation`` names the OLMo architecture the tensor names indicate.
+    """
+
+    parameters: int
+    bytes: int
+    bytes_per_dtype: dict[str, int] = field(default_factory=dict)
+    layers: int | None = None
+    d_model: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None
+    head_dim: int | None = None
+    mlp_hidden_size: int | None = None
+    vocab_size: int | None = None
+    embedding_size: int | None = None
+    context_length: int | None = None
+    weight_tying: bool | None = None
+    activation: str | None = None
+    norm: str | None = None
+    generation: str | None = None
+    mismatches: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunEntry:
+    """One checkpoint found in a training run folder."""
+
+    path: Path
+    step: int | None
+    kind: CheckpointKind | None
+    bytes: int
+    complete: bool
+    latest: bool
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "step": self.step,
+            "kind": str(self.kind) if self.kind is not None else None,
+            "bytes": self.bytes,
+            "complete": self.complete,
+            "latest": self.latest,
+        }
+
+
+@dataclass
+class RunFolder:
+    """A folder a training run writes: several step checkpoints and ``latest`` links."""
+
+    path: Path
+    checkpoints: list[RunEntry] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "run",
+            "path": str(self.path),
+            "checkpoints": [entry.to_json() for entry in self.checkpoints],
+        }
