@@ -33,6 +33,8 @@ DEFAULT_SHARDED_CHECKPOINTER = "torch_legacy"
 
 DCP_FOLDER = "model_and_optim"
 DCP_METADATA = ".metadata"
+LATEST_PREFIX = "latest"
+MAX_LATEST_FILE_BYTES = 4096
 SINGLE_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 RANK_FILE = re.compile(r"rank(\d+)\.pt$")
@@ -78,9 +80,9 @@ def detect(path: Path) -> Detection:
         raise CheckpointNotFound(f"{path}: no such file or directory")
 
     evidence: list[str] = []
-    if path.is_symlink():
-        target = path.resolve()
-        evidence.append(f"{path.name} is a symlink to {target}")
+    target = latest_target(path)
+    if target is not None:
+        evidence.append(f"{path.name} points to {target.name}")
         path = target
 
     if path.is_file():
@@ -229,11 +231,33 @@ def _detect_config_json(path: Path, names: set[str], evidence: list[str]) -> Det
     return detection
 
 
+def latest_target(path: Path) -> Path | None:
+    """Return the checkpoint a ``latest`` link names, or None when ``path`` is no such link.
+
+    The OLMo trainer writes ``latest``/``latest-unsharded`` as symlinks; copies of a run
+    sometimes turn them into small text files that hold the target's name, which count too.
+    """
+    if path.is_symlink():
+        return path.resolve()
+    if not path.name.startswith(LATEST_PREFIX) or not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > MAX_LATEST_FILE_BYTES:
+            return None
+        name = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    target = path.parent / name
+    if name and "/" not in name and target.is_dir():
+        return target
+    return None
+
+
 def _looks_like_run_folder(path: Path, names: set[str]) -> bool:
     for name in names:
         if STEP_FOLDER.match(name) and (path / name).is_dir():
             return True
-        if name.startswith("latest") and (path / name).is_symlink():
+        if name.startswith(LATEST_PREFIX) and latest_target(path / name) is not None:
             return True
     return False
 

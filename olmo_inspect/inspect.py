@@ -1,0 +1,140 @@
+"""Open a path as a checkpoint, a bare state-dict file or a training run folder.
+
+This is the one entry point the CLI, the TUI and the conversion engine use to read metadata.
+It never imports torch or Textual.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from olmo_inspect.detect import LATEST_PREFIX, STEP_FOLDER, Detection, detect, latest_target
+from olmo_inspect.errors import InspectError, UsageError
+from olmo_inspect.formats import read_checkpoint
+from olmo_inspect.formats.common import file_info
+from olmo_inspect.formats.olmo_unsharded import add_state_dict, checkpoint_from_detection
+from olmo_inspect.formats.state_dict import read_state_dict_file
+from olmo_inspect.model import Checkpoint, CheckpointKind, RunEntry, RunFolder
+
+log = logging.getLogger(__name__)
+
+# Leading tensor-name patterns of each kind, for a bare state-dict file; first match wins.
+NAME_PREFIXES: tuple[tuple[str, CheckpointKind], ...] = (
+    ("model.transformer.", CheckpointKind.HF_OLMO),
+    ("transformer.", CheckpointKind.OLMO_UNSHARDED),
+    ("model.layers.", CheckpointKind.TRANSFORMERS),
+    ("model.embed_tokens.", CheckpointKind.TRANSFORMERS),
+    ("blocks.", CheckpointKind.OLMO_CORE_UNSHARDED),
+    ("embeddings.", CheckpointKind.OLMO_CORE_UNSHARDED),
+)
+
+
+def open_path(path: Path, *, deep: bool = False) -> Checkpoint | RunFolder:
+    """Read ``path`` as metadata and return what it is.
+
+    ``deep`` asks sharded readers to parse every rank's metadata, not only rank 0's.
+
+    Raises:
+        InspectError: the path holds nothing readable; the message says what and what to do.
+    """
+    detection = detect(path)
+    if detection.is_run_folder:
+        return read_run_folder(detection.path)
+    if detection.single_file:
+        return read_single_file(detection)
+    checkpoint = read_checkpoint(detection, deep=deep)
+    if not checkpoint.tensors and not any("no " in problem for problem in checkpoint.problems):
+        checkpoint.problems.append(f"{checkpoint.path}: the checkpoint holds no model tensors")
+    return checkpoint
+
+
+def open_checkpoint(path: Path, *, deep: bool = False) -> Checkpoint:
+    """Read ``path`` as one checkpoint; a run folder is a usage error here."""
+    result = open_path(path, deep=deep)
+    if isinstance(result, RunFolder):
+        raise UsageError(
+            f"{path}: a training run folder with {len(result.checkpoints)} checkpoints; "
+            "pass one of its step folders"
+        )
+    return result
+
+
+def read_single_file(detection: Detection) -> Checkpoint:
+    """Read a bare state-dict file; its kind comes from the tensor names."""
+    path = detection.path
+    weights = read_state_dict_file(path, path.parent)
+    kind = infer_kind_from_names([tensor.name for tensor in weights.tensors])
+    checkpoint = checkpoint_from_detection(detection, kind or CheckpointKind.OLMO_UNSHARDED)
+    add_state_dict(checkpoint, weights)
+    if kind is None:
+        checkpoint.notes.append("the tensor names match no OLMo layout; shown as a plain state dict")
+    else:
+        checkpoint.evidence.append(f"tensor names look like {kind}")
+    checkpoint.files = [file_info(path, path.parent, "model", tensors=len(weights.tensors))]
+    return checkpoint
+
+
+def infer_kind_from_names(names: list[str]) -> CheckpointKind | None:
+    for prefix, kind in NAME_PREFIXES:
+        if any(name.startswith(prefix) for name in names):
+            return kind
+    return None
+
+
+def read_run_folder(path: Path) -> RunFolder:
+    """List the checkpoints of a training run folder, newest step first.
+
+    ``latest*`` symlinks mark the entry they point to. An entry that cannot be read is listed
+    as incomplete with its error.
+    """
+    latest_targets: set[Path] = set()
+    candidates: list[Path] = []
+    for entry in sorted(path.iterdir()):
+        target = latest_target(entry) if entry.name.startswith(LATEST_PREFIX) else None
+        if target is not None:
+            latest_targets.add(target.resolve())
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            candidates.append(entry)
+
+    folder = RunFolder(path=path)
+    for candidate in candidates:
+        match = STEP_FOLDER.match(candidate.name)
+        step = int(match.group(1)) if match else None
+        entry = RunEntry(
+            path=candidate,
+            step=step,
+            kind=None,
+            bytes=_folder_bytes(candidate),
+            complete=False,
+            latest=candidate.resolve() in latest_targets,
+        )
+        try:
+            checkpoint = open_checkpoint(candidate)
+        except InspectError as error:
+            if match is None:
+                continue
+            entry.problems.append(str(error))
+        else:
+            entry.kind = checkpoint.kind
+            entry.complete = checkpoint.complete
+            entry.problems = list(checkpoint.problems)
+            if entry.step is None:
+                entry.step = checkpoint.step
+        folder.checkpoints.append(entry)
+
+    folder.checkpoints.sort(key=lambda item: (item.step is None, -(item.step or 0), item.path.name))
+    return folder
+
+
+def _folder_bytes(path: Path) -> int:
+    total = 0
+    for directory, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += (Path(directory) / name).stat().st_size
+            except OSError:
+                continue
+    return total
