@@ -96,7 +96,7 @@ def read_run_folder(path: Path) -> RunFolder:
         if target is not None:
             latest_targets.add(target.resolve())
             continue
-        if entry.is_dir() and not entry.is_symlink():
+        if entry.is_dir() and not entry.name.startswith(LATEST_PREFIX):
             candidates.append(entry)
 
     folder = RunFolder(path=path)

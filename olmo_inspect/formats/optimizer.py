@@ -92,7 +92,12 @@ def optimizer_from_encoded(source: StateDictFile) -> OptimizerInfo:
     """
     groups: dict[int, dict[str, Any]] = {}
     for path, value in source.values.items():
-        if len(path) >= 3 and path[0] == "param_groups" and isinstance(path[1], int):
+        # OLMo flattens dicts only, so the param_groups list is usually one pickled value.
+        if path == ("param_groups",) and isinstance(value, list):
+            for index, group in enumerate(value):
+                if isinstance(group, dict):
+                    groups.setdefault(index, {}).update(group)
+        elif len(path) >= 3 and path[0] == "param_groups" and isinstance(path[1], int):
             groups.setdefault(path[1], {})[".".join(str(part) for part in path[2:])] = value
     for path, tensor in ((t.name.split("."), t) for t in source.tensors):
         if len(path) >= 3 and path[0] == "param_groups" and path[1].isdigit():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo_inspect.errors import CorruptFile, UnsafePickle
-from olmo_inspect.formats.common import relative_path, to_json_value
+from olmo_inspect.formats.common import relative_path
 from olmo_inspect.io.olmo_keys import decode_key
 from olmo_inspect.io.safetensors_header import SafetensorsHeader, read_safetensors_header
 from olmo_inspect.io.torch_file import TorchFile, iter_tensors, read_torch_file
@@ -135,6 +135,6 @@ def _read_pickled_value(path: Path, offset: int, nbytes: int) -> Any:
     except OSError as error:
         raise CorruptFile(f"{path}: cannot read a pickled value ({error.strerror})") from error
     try:
-        return to_json_value(unpickle(raw, str(path)).value)
+        return unpickle(raw, str(path)).value
     except (CorruptFile, UnsafePickle) as error:
         return f"<unreadable pickled value: {error}>"

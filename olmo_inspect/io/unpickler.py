@@ -396,6 +396,7 @@ _GLOBALS: dict[str, Any] = {
 
 for _name, _dtype in STORAGE_DTYPES.items():
     _GLOBALS[f"torch.{_name}"] = StorageType(_name, _dtype)
+_GLOBALS["torch.storage.UntypedStorage"] = StorageType("UntypedStorage", "uint8")
 for _name, _dtype in TORCH_DTYPE_NAMES.items():
     _GLOBALS[f"torch.{_name}"] = DType(_dtype)
 
