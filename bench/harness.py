@@ -131,7 +131,7 @@ class Measurement:
 
 
 def measure(label: str, command: list[str], repeats: int, warmup: int = 1) -> Measurement:
-    """Run ``command`` ``warmup`` times unmeasured (warms the page cache), then ``repeats`` times."""
+    """Run ``command`` ``warmup`` times to warm the page cache, then ``repeats`` times measured."""
     for _ in range(warmup):
         run_process(command)
     runs = [run_process(command) for _ in range(repeats)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import build_olmo_1b, cache_dir, format_table, measure, python_command  # noqa: E402
+from harness import build_olmo_1b, cache_dir, format_table, measure, python_command
 
 
 def main() -> None:
@@ -41,11 +41,17 @@ def main() -> None:
     print(f"large checkpoint: {large} ({size_gb:.2f} GB model.pt)")
     print(f"small checkpoint: {small} ({small_mb:.1f} MB)")
 
-    inspect_large = measure("olmo-inspect --json (2.35 GB)", [inspect, str(large), "--json"], args.repeats)
-    inspect_small = measure(f"olmo-inspect --json ({small_mb:.0f} MB)", [inspect, str(small), "--json"], args.repeats)
+    inspect_large = measure(
+        "olmo-inspect --json (2.35 GB)", [inspect, str(large), "--json"], args.repeats
+    )
+    inspect_small = measure(
+        f"olmo-inspect --json ({small_mb:.0f} MB)", [inspect, str(small), "--json"], args.repeats
+    )
     mmap_load = measure(
         "torch.load(mmap=True, weights_only=True)",
-        python_command(f"import torch; torch.load({str(model_pt)!r}, mmap=True, weights_only=True)"),
+        python_command(
+            f"import torch; torch.load({str(model_pt)!r}, mmap=True, weights_only=True)"
+        ),
         args.repeats,
     )
     full_load = measure(

@@ -162,14 +162,19 @@ def print_text(path: Path, *, deep: bool) -> int:
         for entry in result.checkpoints:
             state = "complete" if entry.complete else "INCOMPLETE"
             latest = " (latest)" if entry.latest else ""
-            print(f"  {entry.path.name}: step {entry.step}, {entry.kind}, {entry.bytes} bytes, {state}{latest}")
+            print(
+                f"  {entry.path.name}: step {entry.step}, {entry.kind}, "
+                f"{entry.bytes} bytes, {state}{latest}"
+            )
         return EXIT_OK
 
     summary = summarize(result)
     verdict = "complete" if result.complete else "INCOMPLETE"
     print(f"{result.path}: {result.kind}, {verdict}")
-    print(f"  step {result.step}, {summary.parameters} parameters, {summary.bytes} bytes, "
-          f"{len(result.tensors)} tensors")
+    print(
+        f"  step {result.step}, {summary.parameters} parameters, {summary.bytes} bytes, "
+        f"{len(result.tensors)} tensors"
+    )
     for problem in result.problems:
         print(f"  problem: {problem}")
     print("  (run in a terminal for the interactive view, or add --json)")
@@ -185,7 +190,9 @@ def run_demo_command(argv: list[str]) -> int:
         "--cache-dir", type=Path, default=None, help="where to build the demo checkpoints"
     )
     parser.add_argument(
-        "--list", action="store_true", help="print the demo checkpoint paths instead of opening them"
+        "--list",
+        action="store_true",
+        help="print the demo checkpoint paths instead of opening them",
     )
     add_common_options(parser)
     args = parser.parse_args(argv)

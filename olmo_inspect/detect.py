@@ -211,7 +211,9 @@ def _detect_config_json(path: Path, names: set[str], evidence: list[str]) -> Det
             )
         evidence.append(f"{CONFIG_JSON} has model_type: {model_type}")
         if weights:
-            evidence.append(f"weights: {', '.join(weights[:3])}{', ...' if len(weights) > 3 else ''}")
+            evidence.append(
+                f"weights: {', '.join(weights[:3])}{', ...' if len(weights) > 3 else ''}"
+            )
         detection.kind = CheckpointKind.TRANSFORMERS
         return detection
 

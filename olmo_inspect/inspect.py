@@ -69,7 +69,9 @@ def read_single_file(detection: Detection) -> Checkpoint:
     checkpoint = checkpoint_from_detection(detection, kind or CheckpointKind.OLMO_UNSHARDED)
     add_state_dict(checkpoint, weights)
     if kind is None:
-        checkpoint.notes.append("the tensor names match no OLMo layout; shown as a plain state dict")
+        checkpoint.notes.append(
+            "the tensor names match no OLMo layout; shown as a plain state dict"
+        )
     else:
         checkpoint.evidence.append(f"tensor names look like {kind}")
     checkpoint.files = [file_info(path, path.parent, "model", tensors=len(weights.tensors))]

@@ -45,8 +45,18 @@ def summarize(checkpoint: Checkpoint) -> Summary:
     shapes = tensor_facts(checkpoint)
 
     for key in (
-        "layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "mlp_hidden_size",
-        "vocab_size", "embedding_size", "context_length", "weight_tying", "activation", "norm",
+        "layers",
+        "d_model",
+        "n_heads",
+        "n_kv_heads",
+        "head_dim",
+        "mlp_hidden_size",
+        "vocab_size",
+        "embedding_size",
+        "context_length",
+        "weight_tying",
+        "activation",
+        "norm",
     ):
         value = config.get(key)
         if value is None:
@@ -146,7 +156,9 @@ def _olmo_core_facts(config: dict[str, Any]) -> dict[str, Any]:
     feed_forward = block.get("feed_forward") or {}
     d_model = model.get("d_model")
     n_heads = _get(attention, "n_heads")
-    context = _get(config, "dataset", "sequence_length") or _get(config, "data_loader", "sequence_length")
+    context = _get(config, "dataset", "sequence_length") or _get(
+        config, "data_loader", "sequence_length"
+    )
     return {
         "layers": model.get("n_layers"),
         "d_model": d_model,

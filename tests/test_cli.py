@@ -61,9 +61,12 @@ def test_json_imports_neither_torch_nor_textual(sample_factory) -> None:
         "from olmo_inspect.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    code = main([{str(sample.path)!r}, '--json'])\n"
-        "print(code, 'torch' in sys.modules, 'textual' in sys.modules, 'transformers' in sys.modules)\n"
+        "loaded = [name in sys.modules for name in ('torch', 'textual', 'transformers')]\n"
+        "print(code, *loaded)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.split() == ["0", "False", "False", "False"], result.stderr
 
 
@@ -145,7 +148,9 @@ def test_hostile_model_pt_runs_no_code(tmp_path: Path) -> None:
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    torch.save({"transformer.wte.weight": torch.ones(8, 4), "evil": Payload()}, checkpoint / "model.pt")
+    torch.save(
+        {"transformer.wte.weight": torch.ones(8, 4), "evil": Payload()}, checkpoint / "model.pt"
+    )
 
     result = run_cli(str(checkpoint), "--json")
 
@@ -158,7 +163,9 @@ def test_hostile_model_pt_runs_no_code(tmp_path: Path) -> None:
 
 def test_inspect_writes_nothing_into_the_input(sample_factory) -> None:
     sample = sample_factory("olmo2-unsharded-safetensors")
-    before = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sample.path.rglob("*"))
+    before = sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sample.path.rglob("*")
+    )
     assert main([str(sample.path), "--json"]) == 0
     after = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sample.path.rglob("*"))
     assert before == after
@@ -187,5 +194,7 @@ def test_run_folder_json(sample_factory, tmp_path: Path, name: str) -> None:
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["kind"] == "run"
-    steps = [(entry["step"], entry["complete"], entry["latest"]) for entry in document["checkpoints"]]
+    steps = [
+        (entry["step"], entry["complete"], entry["latest"]) for entry in document["checkpoints"]
+    ]
     assert steps == [(7, False, True), (5, True, False)]

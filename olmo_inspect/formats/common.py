@@ -134,7 +134,9 @@ def _first_int(value: dict[Any, Any], keys: tuple[str, ...]) -> int | None:
     return None
 
 
-def read_train_state(path: Path, root: Path, skip: Iterable[str] = ()) -> tuple[TrainState, TorchFile]:
+def read_train_state(
+    path: Path, root: Path, skip: Iterable[str] = ()
+) -> tuple[TrainState, TorchFile]:
     """Read a trainer-state ``.pt`` file (``train.pt``, ``train/rank0.pt``) as metadata."""
     torch_file = read_torch_file(path)
     state = train_state_from_value(torch_file.value, relative_path(path, root), skip)
@@ -149,17 +151,21 @@ def relative_path(path: Path, root: Path) -> str:
         return path.name
 
 
-def file_info(path: Path, root: Path, role: str, rank: int | None = None, tensors: int = 0) -> FileInfo:
+def file_info(
+    path: Path, root: Path, role: str, rank: int | None = None, tensors: int = 0
+) -> FileInfo:
     """Return a FileInfo for ``path``; a missing file is listed with 0 bytes."""
     try:
         size = path.stat().st_size
     except OSError:
         size = 0
-    return FileInfo(path=relative_path(path, root), bytes=size, role=role, rank=rank, tensors=tensors)
+    return FileInfo(
+        path=relative_path(path, root), bytes=size, role=role, rank=rank, tensors=tensors
+    )
 
 
 def list_checkpoint_files(root: Path, roles: dict[str, str]) -> list[FileInfo]:
-    """List every regular file under ``root`` with the role ``roles`` gives its path (or 'other')."""
+    """List every regular file under ``root`` with its role from ``roles`` (else 'other')."""
     infos: list[FileInfo] = []
     for directory, _, names in os.walk(root):
         for name in sorted(names):

@@ -49,12 +49,15 @@ def _flat_problems(tensor: TensorInfo, pieces: list[ShardPiece]) -> list[str]:
     for start, end in ranges:
         if end > tensor.numel:
             problems.append(
-                f"{tensor.name}: piece [{start}, {end}) runs past the tensor's {tensor.numel} elements"
+                f"{tensor.name}: piece [{start}, {end}) runs past the tensor's "
+                f"{tensor.numel} elements"
             )
         if start > position:
             problems.append(f"{tensor.name}: elements [{position}, {start}) are in no piece")
         elif start < position:
-            problems.append(f"{tensor.name}: elements [{start}, {min(position, end)}) are stored twice")
+            problems.append(
+                f"{tensor.name}: elements [{start}, {min(position, end)}) are stored twice"
+            )
         position = max(position, end)
     if position < tensor.numel:
         problems.append(f"{tensor.name}: elements [{position}, {tensor.numel}) are in no piece")
@@ -73,8 +76,8 @@ def _box_problems(tensor: TensorInfo, pieces: list[ShardPiece]) -> list[str]:
                 f"the tensor has {len(tensor.shape)}"
             )
             continue
-        ends = tuple(offset + size for offset, size in zip(offsets, shape))
-        if any(end > size for end, size in zip(ends, tensor.shape)):
+        ends = tuple(offset + size for offset, size in zip(offsets, shape, strict=True))
+        if any(end > size for end, size in zip(ends, tensor.shape, strict=True)):
             problems.append(
                 f"{tensor.name}: piece at {list(offsets)} of shape {list(shape)} in "
                 f"{piece.file} lies outside {list(tensor.shape)}"
@@ -88,13 +91,14 @@ def _box_problems(tensor: TensorInfo, pieces: list[ShardPiece]) -> list[str]:
     for start, end, piece in boxes:
         active = [box for box in active if box[1][0] > start[0]]
         for other_start, other_end, other in active:
-            if all(s < oe and os_ < e for s, e, os_, oe in zip(start, end, other_start, other_end)):
-                problems.append(
-                    f"{tensor.name}: pieces in {other.file} and {piece.file} overlap"
-                )
+            bounds = zip(start, end, other_start, other_end, strict=True)
+            if all(s < oe and os_ < e for s, e, os_, oe in bounds):
+                problems.append(f"{tensor.name}: pieces in {other.file} and {piece.file} overlap")
         active.append((start, end, piece))
 
-    covered = sum(math.prod(e - s for s, e in zip(start, end)) for start, end, _ in boxes)
+    covered = sum(
+        math.prod(e - s for s, e in zip(start, end, strict=True)) for start, end, _ in boxes
+    )
     if not problems and covered < tensor.numel:
         problems.append(
             f"{tensor.name}: {tensor.numel - covered} of {tensor.numel} elements are in no piece"

@@ -20,7 +20,7 @@ TORCH_OPTIMIZER_KIND = "torch.optim state_dict"
 
 
 def strip_ddp_prefix(name: str) -> str:
-    return name[len(DDP_PREFIX):] if name.startswith(DDP_PREFIX) else name
+    return name[len(DDP_PREFIX) :] if name.startswith(DDP_PREFIX) else name
 
 
 def param_group_summary(group: dict[Any, Any]) -> dict[str, Any]:
@@ -107,7 +107,10 @@ def optimizer_from_encoded(source: StateDictFile) -> OptimizerInfo:
 
     ordered_groups = [groups[index] for index in sorted(groups)]
     names = param_names_by_id(
-        [{"params": g.get("params", []), "param_names": g.get("param_names", [])} for g in ordered_groups]
+        [
+            {"params": g.get("params", []), "param_names": g.get("param_names", [])}
+            for g in ordered_groups
+        ]
     )
     tensors: list[TensorInfo] = []
     state_keys: set[str] = set()

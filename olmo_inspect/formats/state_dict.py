@@ -107,7 +107,9 @@ def _read_safetensors(path: Path, root: Path) -> StateDictFile:
     for entry, key in zip(header.entries, decoded, strict=True):
         if not result.encoded_keys or key is None:
             result.tensors.append(
-                TensorInfo(entry.name, entry.shape, entry.dtype, file, data=entry.stored_bytes(file))
+                TensorInfo(
+                    entry.name, entry.shape, entry.dtype, file, data=entry.stored_bytes(file)
+                )
             )
             continue
         if key.value_is_pickled:

@@ -47,14 +47,19 @@ class WeightFiles:
 
 def find_weight_files(root: Path) -> WeightFiles:
     """Find the weight files: an index first, then the single-file names."""
-    for index_name, single_name in ((SAFETENSORS_INDEX, SAFETENSORS_SINGLE), (BIN_INDEX, BIN_SINGLE)):
+    for index_name, single_name in (
+        (SAFETENSORS_INDEX, SAFETENSORS_SINGLE),
+        (BIN_INDEX, BIN_SINGLE),
+    ):
         index_path = root / index_name
         if index_path.is_file():
             return _from_index(root, index_path)
         if (root / single_name).is_file():
             return WeightFiles(files=[root / single_name])
 
-    shards = sorted(root.glob("model-*-of-*.safetensors")) or sorted(root.glob("pytorch_model-*-of-*.bin"))
+    shards = sorted(root.glob("model-*-of-*.safetensors")) or sorted(
+        root.glob("pytorch_model-*-of-*.bin")
+    )
     if shards:
         return WeightFiles(
             files=shards,

@@ -61,7 +61,10 @@ class SafetensorsEntry:
 
     def stored_bytes(self, file: str) -> StoredBytes:
         return StoredBytes(
-            file=file, key=self.name, dtype=self.dtype, data_start=self.begin,
+            file=file,
+            key=self.name,
+            dtype=self.dtype,
+            data_start=self.begin,
             storage_nbytes=self.nbytes,
         )
 

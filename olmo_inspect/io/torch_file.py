@@ -134,7 +134,9 @@ def _find_pickle_entry(path: Path, archive: zipfile.ZipFile) -> tuple[str, zipfi
     )
 
 
-def zip_storage_locations(path: Path, archive: zipfile.ZipFile | None = None) -> dict[str, StorageLocation]:
+def zip_storage_locations(
+    path: Path, archive: zipfile.ZipFile | None = None
+) -> dict[str, StorageLocation]:
     """Return the location of every ``<prefix>/data/<key>`` entry, from the zip directory only.
 
     Each entry costs one 30-byte read of its local header; no pickle is parsed.
@@ -173,7 +175,7 @@ def _entry_data_start(path: Path, handle: io.BufferedReader, info: zipfile.ZipIn
 def _read_zip(path: Path) -> TorchFile:
     archive = _open_zip(path)
     with archive:
-        prefix, pickle_info = _find_pickle_entry(path, archive)
+        _, pickle_info = _find_pickle_entry(path, archive)
         if pickle_info.file_size > MAX_PICKLE_BYTES:
             raise UnsupportedFormat(
                 f"{path}: data.pkl is {pickle_info.file_size} bytes, over the "

@@ -42,7 +42,9 @@ def test_header_matches_saved_tensors(tmp_path: Path) -> None:
             assert entry.shape == tuple(tensor.shape)
             assert entry.dtype == str(tensor.dtype).removeprefix("torch.")
             raw = os.pread(handle.fileno(), entry.nbytes, entry.begin)
-            expected = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            expected = (
+                tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            )
             assert raw == expected
 
 

@@ -17,8 +17,16 @@ from olmo_inspect.io.torch_file import iter_tensors, read_torch_file
 from olmo_inspect.io.unpickler import unpickle
 from olmo_inspect.model import dtype_size
 
-DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.int8, torch.bool,
-          torch.float8_e4m3fn, torch.uint8]
+DTYPES = [
+    torch.float32,
+    torch.bfloat16,
+    torch.float16,
+    torch.int64,
+    torch.int8,
+    torch.bool,
+    torch.float8_e4m3fn,
+    torch.uint8,
+]
 
 
 def sample_state_dict() -> dict[str, torch.Tensor]:
@@ -33,7 +41,11 @@ def sample_state_dict() -> dict[str, torch.Tensor]:
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
-    return tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+    return (
+        tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+        if tensor.numel()
+        else b""
+    )
 
 
 def stored_tensor_bytes(path: Path, record_data, shape, dtype: str) -> bytes:
@@ -148,10 +160,7 @@ def test_getattr_off_the_allow_list_is_rejected() -> None:
 
 def test_build_on_a_recorder_is_rejected() -> None:
     # GLOBAL torch._utils._rebuild_parameter, then BUILD with a __defaults__ state.
-    payload = (
-        b"\x80\x02ctorch._utils\n_rebuild_parameter\n"
-        b"N}X\x0c\x00\x00\x00__defaults__)s\x86b."
-    )
+    payload = b"\x80\x02ctorch._utils\n_rebuild_parameter\nN}X\x0c\x00\x00\x00__defaults__)s\x86b."
     with pytest.raises((UnsafePickle, CorruptFile)):
         unpickle(payload, "payload")
 
@@ -162,7 +171,7 @@ def test_truncated_zip_is_corrupt(tmp_path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
-    with pytest.raises(CorruptFile, match="model.pt"):
+    with pytest.raises(CorruptFile, match=r"model.pt"):
         read_torch_file(path)
 
 
@@ -177,7 +186,7 @@ def test_corrupt_data_pkl_is_corrupt(tmp_path: Path) -> None:
                 data = data[: len(data) - 5]
             out.writestr(info, data)
 
-    with pytest.raises(CorruptFile, match="model.pt"):
+    with pytest.raises(CorruptFile, match=r"model.pt"):
         read_torch_file(target)
 
 
@@ -200,21 +209,21 @@ def test_missing_storage_entry_is_reported(tmp_path: Path) -> None:
 def test_empty_file_is_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     path.write_bytes(b"")
-    with pytest.raises(CorruptFile, match="empty"):
+    with pytest.raises(CorruptFile, match=r"empty"):
         read_torch_file(path)
 
 
 def test_plain_pickle_is_unsupported(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     path.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(UnsupportedFormat, match="not one written by torch.save"):
+    with pytest.raises(UnsupportedFormat, match=r"not one written by torch.save"):
         read_torch_file(path)
 
 
 def test_random_bytes_are_unsupported(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     path.write_bytes(struct.pack("<Q", 123456789) + os.urandom(64))
-    with pytest.raises((UnsupportedFormat, CorruptFile), match="model.pt"):
+    with pytest.raises((UnsupportedFormat, CorruptFile), match=r"model.pt"):
         read_torch_file(path)
 
 
