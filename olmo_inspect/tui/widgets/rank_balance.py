@@ -1,0 +1,132 @@
+"""Per-rank files and bytes of a sharded checkpoint, with the imbalance between ranks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from olmo_inspect.model import Checkpoint, dtype_size
+from olmo_inspect.tui.text import format_bytes, format_count, safe
+
+# Width of the bar drawn for the rank holding the most bytes.
+BAR_WIDTH = 30
+
+
+@dataclass
+class RankTotals:
+    """Totals of one rank: its files, their bytes on disk and its share of model tensor bytes."""
+
+    rank: int
+    files: int = 0
+    file_bytes: int = 0
+    tensor_bytes: int = 0
+
+
+def rank_totals(checkpoint: Checkpoint) -> list[RankTotals]:
+    """Sum file bytes (from the file list) and model shard bytes (from the pieces) per rank."""
+    totals: dict[int, RankTotals] = {}
+
+    def entry(rank: int) -> RankTotals:
+        return totals.setdefault(rank, RankTotals(rank=rank))
+
+    for info in checkpoint.files:
+        if info.rank is None:
+            continue
+        entry(info.rank).files += 1
+        entry(info.rank).file_bytes += info.bytes
+
+    for tensor in checkpoint.tensors:
+        element_size = dtype_size(tensor.dtype)
+        for piece in tensor.shards:
+            if piece.rank is not None:
+                entry(piece.rank).tensor_bytes += piece.numel * element_size
+
+    # Ranks the checkpoint should have but that left no file or piece show up with zeros.
+    for rank in range(checkpoint.world_size or 0):
+        entry(rank)
+
+    return [totals[rank] for rank in sorted(totals)]
+
+
+def imbalance_text(values: dict[int, int], what: str) -> Text:
+    """Describe how far the largest rank's ``values`` lie above the mean."""
+    if len(values) < 2 or sum(values.values()) == 0:
+        return Text("")
+
+    mean = sum(values.values()) / len(values)
+    heaviest = max(values, key=lambda rank: values[rank])
+    excess = values[heaviest] / mean - 1
+    style = "green" if excess < 0.01 else "yellow"
+    return Text(
+        f"Imbalance in {what}: rank {heaviest} holds {format_bytes(values[heaviest])}, "
+        f"{excess:.1%} above the mean of {format_bytes(round(mean))}.",
+        style=style,
+    )
+
+
+def _bar(value: int, largest: int) -> Text:
+    filled = round(BAR_WIDTH * value / largest) if largest else 0
+    return Text("█" * filled + "·" * (BAR_WIDTH - filled), style="dodger_blue2")
+
+
+def balance_renderable(checkpoint: Checkpoint) -> RenderableType:
+    """Build the per-rank files table and the bytes-per-rank table with the imbalance line."""
+    ranked_files = sorted(
+        (info for info in checkpoint.files if info.rank is not None),
+        key=lambda info: (info.rank, info.path),
+    )
+    if not ranked_files and not any(tensor.shards for tensor in checkpoint.tensors):
+        return Text("No per-rank files are listed for this checkpoint.", style="dim")
+
+    files = Table(box=None, padding=(0, 1), header_style="bold")
+    files.add_column("rank", justify="right")
+    files.add_column("file", overflow="fold")
+    files.add_column("size", justify="right")
+    files.add_column("tensors", justify="right")
+    for info in ranked_files:
+        files.add_row(
+            safe(info.rank),
+            safe(info.path),
+            Text(format_bytes(info.bytes)),
+            Text(format_count(info.tensors)),
+        )
+
+    totals = rank_totals(checkpoint)
+    largest = max((entry.file_bytes or entry.tensor_bytes for entry in totals), default=0)
+    balance = Table(box=None, padding=(0, 1), header_style="bold")
+    balance.add_column("rank", justify="right")
+    balance.add_column("files", justify="right")
+    balance.add_column("file bytes", justify="right")
+    balance.add_column("model shard bytes", justify="right")
+    balance.add_column("")
+    for entry in totals:
+        balance.add_row(
+            Text(str(entry.rank)),
+            Text(format_count(entry.files), style="" if entry.files else "bold red"),
+            Text(format_bytes(entry.file_bytes)),
+            Text(format_bytes(entry.tensor_bytes)),
+            _bar(entry.file_bytes or entry.tensor_bytes, largest),
+        )
+
+    file_bytes = {entry.rank: entry.file_bytes for entry in totals}
+    tensor_bytes = {entry.rank: entry.tensor_bytes for entry in totals}
+    return Group(
+        Text("Files by rank", style="bold underline"),
+        files,
+        Text(""),
+        Text("Bytes per rank", style="bold underline"),
+        balance,
+        imbalance_text(file_bytes, "file bytes"),
+        imbalance_text(tensor_bytes, "model shard bytes"),
+    )
+
+
+class RankBalance(Static):
+    """Files and bytes per rank of a sharded checkpoint."""
+
+    def __init__(self, checkpoint: Checkpoint, *, id: str | None = None) -> None:
+        super().__init__(balance_renderable(checkpoint), id=id)

@@ -1,0 +1,56 @@
+"""The run table: checkpoints of a training run folder (or the targets given), one per row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from olmo_inspect.model import RunEntry
+from olmo_inspect.tui.messages import OpenPath
+from olmo_inspect.tui.text import format_bytes, format_count, safe
+
+
+def _complete_cell(entry: RunEntry) -> Text:
+    if entry.complete:
+        return Text("✔ complete", style="green")
+    count = len(entry.problems)
+    if count == 0:
+        return Text("✘ incomplete", style="red")
+    noun = "problem" if count == 1 else "problems"
+    return Text(f"✘ {count} {noun}", style="red")
+
+
+class RunTable(DataTable[Text]):
+    """Step, kind, size, completeness and ``latest`` mark of each checkpoint; enter opens one."""
+
+    def __init__(self, entries: Sequence[RunEntry], *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.entries = list(entries)
+
+    def on_mount(self) -> None:
+        """Fill the table."""
+        self.add_column("step", key="step")
+        self.add_column("kind", key="kind")
+        self.add_column("size", key="size")
+        self.add_column("status", key="status")
+        self.add_column("latest", key="latest")
+        self.add_column("path", key="path")
+
+        for index, entry in enumerate(self.entries):
+            self.add_row(
+                Text(format_count(entry.step), justify="right"),
+                safe(None if entry.kind is None else str(entry.kind)),
+                Text(format_bytes(entry.bytes), justify="right"),
+                _complete_cell(entry),
+                Text("latest", style="bold yellow") if entry.latest else Text(""),
+                safe(str(entry.path)),
+                key=str(index),
+            )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Post ``OpenPath`` for the chosen row."""
+        event.stop()
+        entry = self.entries[int(str(event.row_key.value))]
+        self.post_message(OpenPath(entry.path))

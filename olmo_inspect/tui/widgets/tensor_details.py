@@ -1,0 +1,101 @@
+"""The details pane: where one tensor is stored, and its shard pieces."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from olmo_inspect.model import ShardPiece, TensorInfo
+from olmo_inspect.tui.text import (
+    format_bytes,
+    format_count,
+    format_indices,
+    format_range,
+    format_shape,
+    safe,
+)
+
+PLACEHOLDER = "Select a tensor in the tree to see where it is stored."
+
+
+def _field_table() -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    return table
+
+
+def piece_extent(piece: ShardPiece) -> Text:
+    """Describe where a piece lies: ``offsets (0, 0) shape (64, 128)`` or a flat range."""
+    if piece.flat_range is not None:
+        return Text(f"elements {format_range(piece.flat_range)}")
+    if piece.offsets is not None and piece.shape is not None:
+        return Text(f"offsets {format_shape(piece.offsets)} shape {format_shape(piece.shape)}")
+    return Text("position not recorded", style="dim")
+
+
+def pieces_table(pieces: list[ShardPiece], *, with_elements: bool = True) -> Table:
+    """Build the table of shard pieces: rank, file, extent, elements and byte range."""
+    table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
+    table.add_column("rank", justify="right")
+    table.add_column("file", overflow="fold")
+    table.add_column("extent", overflow="fold")
+    if with_elements:
+        table.add_column("elements", justify="right")
+    table.add_column("bytes in file", overflow="fold")
+
+    for piece in pieces:
+        cells = [safe(piece.rank), safe(piece.file), piece_extent(piece)]
+        if with_elements:
+            cells.append(Text(format_count(piece.numel)))
+        cells.append(Text(format_range(piece.byte_range)))
+        table.add_row(*cells)
+    return table
+
+
+def details_renderable(tensor: TensorInfo, indices: list[int] | None) -> RenderableType:
+    """Build the details of ``tensor``; ``indices`` are the folded block indices it stands for."""
+    table = _field_table()
+    table.add_row("name", safe(tensor.name))
+    table.add_row("stored key", safe(tensor.stored_key))
+    table.add_row("shape", Text(format_shape(tensor.shape)))
+    table.add_row("dtype", safe(tensor.dtype))
+    table.add_row("elements", Text(format_count(tensor.numel)))
+    table.add_row("bytes", Text(f"{format_count(tensor.nbytes)} ({format_bytes(tensor.nbytes)})"))
+    table.add_row("file", safe(tensor.file))
+    table.add_row("byte offset", safe(None if tensor.offset is None else f"{tensor.offset:,}"))
+
+    if tensor.data is not None and not tensor.data.is_contiguous(tuple(tensor.shape)):
+        table.add_row("stride", Text(f"{format_shape(tensor.data.stride)} (not contiguous)"))
+
+    if indices:
+        table.add_row(
+            "stands for",
+            Text(f"blocks {format_indices(indices)}; these details are block {indices[0]}'s"),
+        )
+
+    if not tensor.shards:
+        return table
+
+    table.add_row("shard pieces", Text(format_count(len(tensor.shards))))
+    return Group(
+        table,
+        Text(""),
+        Text("Shard pieces", style="bold underline"),
+        pieces_table(tensor.shards, with_elements=False),
+    )
+
+
+class TensorDetails(Static):
+    """Name, stored key, shape, dtype, bytes, file, offset and shard pieces of one tensor."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(Text(PLACEHOLDER, style="dim"), id=id)
+        self.tensor: TensorInfo | None = None
+
+    def show(self, tensor: TensorInfo, indices: list[int] | None = None) -> None:
+        """Show the details of ``tensor``."""
+        self.tensor = tensor
+        self.update(details_renderable(tensor, indices))
