@@ -23,14 +23,13 @@ from typing import Any, BinaryIO
 
 from olmo_inspect.errors import CorruptFile, UnsupportedFormat
 from olmo_inspect.io.unpickler import DType, PickledObject, TensorRecord, unpickle
-from olmo_inspect.model import dtype_size
 
 log = logging.getLogger(__name__)
 
 METADATA_FILE = ".metadata"
 
-# A .metadata pickle grows with tensors x chunks (about 1 KB per chunk); 1 GiB is far above
-# what a 1024-rank checkpoint of a 70B model needs.
+# A .metadata pickle grows with tensors x chunks, by roughly 300 bytes per chunk in the fixtures
+# (an estimate). 1 GiB leaves room for several million chunks.
 MAX_METADATA_BYTES = 1 << 30
 
 # The largest non-tensor item (a pickled param-group value) read into memory.
@@ -80,7 +79,7 @@ class DcpTensor:
 
 @dataclass(frozen=True)
 class DcpItem:
-    """Where one item lies: ``file`` (relative to the DCP folder) at ``[start, start + length)``.
+    """The location of one item: ``[start, start + length)`` of ``file`` (in the DCP folder).
 
     ``offset`` is the chunk offset of a tensor item (the ``MetadataIndex`` offset) and None
     for a non-tensor item.
@@ -278,7 +277,9 @@ def _storage_items(path: Path, storage_data: dict[Any, Any]) -> tuple[list[DcpIt
     classes: set[str] = set()
     for index, info in storage_data.items():
         if not isinstance(index, PickledObject) or not isinstance(info, PickledObject):
-            raise CorruptFile(f"{path}: storage_data holds a {type(index).__name__} key")
+            raise CorruptFile(
+                f"{path}: storage_data has a {type(index).__name__} key, not a MetadataIndex"
+            )
         if info.qualname not in STORAGE_INFO_CLASSES:
             raise UnsupportedFormat(
                 f"{path}: storage_data uses {info.qualname}, not a known _StorageInfo class"
@@ -391,7 +392,7 @@ def read_item_tensor(path: Path, start: int, length: int) -> ItemTensor:
     """Locate the storage bytes of the tensor item at ``[start, start + length)`` of ``path``.
 
     Reads the inner zip's end records and directory, its ``data.pkl`` (a few hundred bytes at
-    the item's start) and one 30-byte local header; never the tensor bytes.
+    the item's start) and one 30-byte local header. It never reads the tensor bytes.
 
     Raises:
         CorruptFile: the range is not a ``torch.save`` zip holding one tensor.
@@ -529,11 +530,6 @@ def read_bytes_item(
     except (zipfile.BadZipFile, EOFError, ValueError) as error:
         raise _item_error(source, item.start, item.length, str(error)) from error
     return unpickle(pickled, f"{source} {item.key}").value
-
-
-def stored_nbytes(tensor: DcpTensor, chunk: DcpChunk) -> int:
-    """Return the bytes one chunk's data needs (the item adds its zip headers)."""
-    return chunk.numel * dtype_size(tensor.dtype)
 
 
 __all__ = [
