@@ -1,0 +1,162 @@
+"""Tests for ``olmo-inspect convert`` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from convert_helpers import digest_tree
+from safetensors.torch import load_file
+
+from olmo_inspect.cli import main
+from olmo_inspect.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+
+
+def test_dry_run_json_writes_nothing(
+    tmp_path: Path, sample_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("olmo1-unsharded")
+
+    code = main(
+        [
+            "convert",
+            str(sample.path),
+            "--to",
+            "transformers",
+            "-o",
+            str(tmp_path / "hf"),
+            "--dry-run",
+            "--json",
+        ]
+    )
+
+    plan = json.loads(capsys.readouterr().out)
+    assert code == EXIT_OK
+    assert plan["target"] == "transformers"
+    assert plan["source_kind"] == "olmo-unsharded"
+    assert "model.safetensors" in [item["path"] for item in plan["files"]]
+    assert plan["byte_copies"] == len(plan["tensors"])
+    assert plan["problems"] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_text_lists_tensors(
+    tmp_path: Path, sample_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("olmo1-unsharded")
+
+    code = main(
+        [
+            "convert",
+            str(sample.path),
+            "--to",
+            "transformers",
+            "-o",
+            str(tmp_path / "hf"),
+            "--dry-run",
+            "--dtype",
+            "bfloat16",
+        ]
+    )
+
+    text = capsys.readouterr().out
+    assert code == EXIT_OK
+    assert "model.layers.0.self_attn.q_proj.weight" in text
+    assert "cast float32 to bfloat16" in text
+
+
+def test_convert_json_result(
+    tmp_path: Path, sample_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("transformers-olmo2")
+    before = digest_tree(sample.path)
+
+    code = main(
+        [
+            "convert",
+            str(sample.path),
+            "--to",
+            "olmo-unsharded",
+            "-o",
+            str(tmp_path / "olmo"),
+            "--json",
+            "--model-only",
+        ]
+    )
+
+    result = json.loads(capsys.readouterr().out)
+    assert code == EXIT_OK
+    assert result["verify"]["ok"] is True
+    assert result["verify"]["checked"] == result["tensors"]
+    written = torch.load(tmp_path / "olmo" / "model.pt", weights_only=True)
+    assert len(written) == result["tensors"]
+    assert not (tmp_path / "olmo" / "optim.pt").exists()
+    assert digest_tree(sample.path) == before
+
+
+def test_convert_text_result(
+    tmp_path: Path, sample_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("transformers-olmo2")
+
+    code = main(
+        [
+            "convert",
+            str(sample.path),
+            "--to",
+            "transformers",
+            "-o",
+            str(tmp_path / "out"),
+            "--no-verify",
+            "--safetensors",
+        ]
+    )
+
+    output = capsys.readouterr().out
+    assert code == EXIT_OK
+    assert "wrote" in output
+    assert "skipped" in output
+    written = load_file(tmp_path / "out" / "model.safetensors")
+    for name, value in sample.tensors.items():
+        assert torch.equal(written[name], value), name
+
+
+def test_existing_output_exit_code(
+    tmp_path: Path, sample_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("transformers-olmo2")
+    (tmp_path / "out").mkdir()
+
+    code = main(["convert", str(sample.path), "--to", "transformers", "-o", str(tmp_path / "out")])
+
+    captured = capsys.readouterr()
+    assert code == EXIT_INVALID
+    assert "already exists" in captured.err
+    assert "Traceback" not in captured.err
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_invalid_shard_size_is_usage_error(
+    tmp_path: Path, sample_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("transformers-olmo2")
+
+    code = main(
+        [
+            "convert",
+            str(sample.path),
+            "--to",
+            "transformers",
+            "-o",
+            str(tmp_path / "out"),
+            "--max-shard-size",
+            "lots",
+        ]
+    )
+
+    assert code == EXIT_USAGE
+    assert "max shard size" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
