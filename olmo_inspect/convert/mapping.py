@@ -382,7 +382,7 @@ def _olmo_tokenizer(
     result = configs.TokenizerFiles()
     result.notes.append(
         f"no local tokenizer file (config names {identifier!r}); the output has no tokenizer, "
-        "add one with the tokenizer directory option or copy tokenizer files into it"
+        "add one with --tokenizer PATH or copy the tokenizer files into it"
     )
     return result
 
@@ -422,7 +422,7 @@ def _olmo_eos_token_id(
         notes.append(
             f"eos_token_id 0 of the source config replaced by {configs.GPT_NEOX_OLMO_EOS_TOKEN_ID} "
             "(end of text in the GPT-NeoX OLMo tokenizer), as OLMo's conversion scripts do; "
-            "turn the eos fix off to keep 0"
+            "pass --keep-eos-token-id to keep 0"
         )
         return configs.GPT_NEOX_OLMO_EOS_TOKEN_ID
     return eos
