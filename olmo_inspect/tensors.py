@@ -2,19 +2,16 @@
 
 The readers in ``formats/`` record where each tensor's bytes lie (``StoredBytes``). This module
 turns those records into ``torch.Tensor`` values with ``pread`` of just the bytes needed and
-``torch.frombuffer``. It never unpickles a checkpoint: a DCP item (a small ``torch.save`` zip
-inside a ``.distcp`` file) is resolved by reading its zip directory with ``zipfile``, not by
-loading it. Peak memory is about the size of the tensor returned.
+``torch.frombuffer``. It never loads a checkpoint with torch: a DCP item (a small ``torch.save``
+zip inside a ``.distcp`` file) is located through its zip directory and its few-hundred-byte
+pickle, read by the restricted unpickler. Peak memory is about the size of the tensor returned.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
-import struct
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,15 +19,10 @@ from pathlib import Path
 import torch
 
 from olmo_inspect.errors import CorruptFile, IncompleteCheckpoint, UnsupportedFormat
+from olmo_inspect.io.dcp_metadata import read_item_tensor
 from olmo_inspect.model import Checkpoint, ShardPiece, StoredBytes, TensorInfo, dtype_size
 
 log = logging.getLogger(__name__)
-
-# Fixed part of a zip local file header: signature, versions, flags, sizes, name/extra lengths.
-ZIP_LOCAL_HEADER_SIZE = 30
-ZIP_LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
-# The one storage entry of a torch.save zip lives under ``<archive>/data/<key>``.
-TORCH_ZIP_DATA_FOLDER = "/data/"
 
 
 @dataclass(frozen=True)
@@ -316,99 +308,29 @@ def _piece_bytes(checkpoint: Checkpoint, piece: ShardPiece) -> StoredBytes | Non
 def resolve_dcp_item(path: Path, piece: ShardPiece, stored: StoredBytes | None) -> StoredBytes:
     """Find where the storage bytes of a DCP tensor item start inside ``path``.
 
-    A ``.distcp`` item is a complete ``torch.save`` zip occupying ``piece.byte_range``. Its
-    zip directory names one ``<archive>/data/<key>`` entry; the local header of that entry gives
-    the absolute offset of the raw bytes. Nothing is unpickled.
+    A ``.distcp`` item is a complete ``torch.save`` zip occupying ``piece.byte_range``; the
+    metadata reader locates its storage entry (see :func:`read_item_tensor`).
 
     Raises:
-        CorruptFile: the item is not a zip, or its storage entry is compressed or misplaced.
+        IncompleteCheckpoint: the file is missing.
+        CorruptFile: the item is not a zip holding one tensor.
     """
     assert piece.byte_range is not None
     item_start, item_end = piece.byte_range
-    try:
-        with open(path, "rb") as handle:
-            window = _FileWindow(handle, item_start, item_end)
-            with zipfile.ZipFile(window) as archive:
-                entries = [
-                    info for info in archive.infolist() if TORCH_ZIP_DATA_FOLDER in info.filename
-                ]
-                if len(entries) != 1:
-                    raise CorruptFile(
-                        f"{path}: DCP item at bytes {item_start}-{item_end} holds "
-                        f"{len(entries)} storage entries, expected 1; the file may be damaged"
-                    )
-                entry = entries[0]
-            header = os.pread(
-                handle.fileno(), ZIP_LOCAL_HEADER_SIZE, item_start + entry.header_offset
-            )
-    except FileNotFoundError as error:
-        raise IncompleteCheckpoint(
-            f"{path}: file not found; the checkpoint is incomplete"
-        ) from error
-    except zipfile.BadZipFile as error:
-        raise CorruptFile(
-            f"{path}: DCP item at bytes {item_start}-{item_end} is not a valid torch.save zip "
-            f"({error}); the file may be truncated"
-        ) from error
-
-    if len(header) != ZIP_LOCAL_HEADER_SIZE or header[:4] != ZIP_LOCAL_HEADER_SIGNATURE:
-        raise CorruptFile(f"{path}: bad zip local header inside the DCP item at {item_start}")
-    if entry.compress_type != zipfile.ZIP_STORED:
-        raise CorruptFile(f"{path}: DCP item at {item_start} stores its tensor compressed")
-    name_length, extra_length = struct.unpack("<HH", header[26:30])
-    data_start = (
-        item_start + entry.header_offset + ZIP_LOCAL_HEADER_SIZE + name_length + extra_length
-    )
+    if not path.exists():
+        raise IncompleteCheckpoint(f"{path}: file not found; the checkpoint is incomplete")
+    item = read_item_tensor(path, item_start, item_end - item_start)
 
     base = stored or StoredBytes(
-        file=piece.file,
-        key=entry.filename,
-        dtype="",
-        data_start=None,
-        storage_nbytes=entry.file_size,
+        file=piece.file, key=piece.key or "", dtype=item.dtype, data_start=None, storage_nbytes=0
     )
-    return replace(base, data_start=data_start, storage_nbytes=entry.file_size)
-
-
-class _FileWindow(io.RawIOBase):
-    """A read-only, seekable view of bytes ``[start, end)`` of an open file."""
-
-    def __init__(self, handle: io.BufferedReader, start: int, end: int) -> None:
-        super().__init__()
-        self._fd = handle.fileno()
-        self._start = start
-        self._end = end
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        size = self._end - self._start
-        if whence == io.SEEK_SET:
-            self._position = offset
-        elif whence == io.SEEK_CUR:
-            self._position += offset
-        else:
-            self._position = size + offset
-        self._position = max(0, min(self._position, size))
-        return self._position
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        available = self._end - self._start - self._position
-        count = min(len(buffer), max(available, 0))
-        if count == 0:
-            return 0
-        data = os.pread(self._fd, count, self._start + self._position)
-        buffer[: len(data)] = data
-        self._position += len(data)
-        return len(data)
+    return replace(
+        base,
+        data_start=item.data_start,
+        storage_nbytes=item.storage_nbytes,
+        storage_offset=item.storage_offset,
+        stride=item.stride,
+    )
 
 
 def _read_elements(
