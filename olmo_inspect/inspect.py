@@ -13,8 +13,8 @@ from pathlib import Path
 from olmo_inspect.detect import LATEST_PREFIX, STEP_FOLDER, Detection, detect, latest_target
 from olmo_inspect.errors import InspectError, UsageError
 from olmo_inspect.formats import read_checkpoint
-from olmo_inspect.formats.common import file_info
-from olmo_inspect.formats.olmo_unsharded import add_state_dict, checkpoint_from_detection
+from olmo_inspect.formats.common import checkpoint_from_detection, file_info
+from olmo_inspect.formats.olmo_unsharded import add_state_dict
 from olmo_inspect.formats.state_dict import read_state_dict_file
 from olmo_inspect.model import Checkpoint, CheckpointKind, RunEntry, RunFolder
 

@@ -7,14 +7,17 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from olmo_inspect.errors import CorruptFile
 from olmo_inspect.io.torch_file import TorchFile, read_torch_file
 from olmo_inspect.io.unpickler import NumpyArrayRecord, PickledObject, TensorRecord, _NumpyArray
-from olmo_inspect.model import FileInfo, TrainState
+from olmo_inspect.model import Checkpoint, CheckpointKind, FileInfo, TrainState
+
+if TYPE_CHECKING:
+    from olmo_inspect.detect import Detection
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,19 @@ def olmo_model_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return the ``model`` section of an OLMo trainer config (or the config itself)."""
     model = config.get("model")
     return model if isinstance(model, dict) else config
+
+
+def checkpoint_from_detection(detection: Detection, kind: CheckpointKind) -> Checkpoint:
+    """Start a Checkpoint with what the detector found: path, evidence, notes and config."""
+    return Checkpoint(
+        path=detection.path,
+        kind=kind,
+        evidence=list(detection.evidence),
+        notes=list(detection.notes),
+        config=detection.config,
+        config_file=detection.config_file,
+        config_text=detection.config_text,
+    )
 
 
 def to_json_value(value: Any, depth: int = 0) -> Any:

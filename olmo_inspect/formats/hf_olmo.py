@@ -7,8 +7,7 @@
 from __future__ import annotations
 
 from olmo_inspect.detect import Detection
-from olmo_inspect.formats.common import list_checkpoint_files
-from olmo_inspect.formats.olmo_unsharded import checkpoint_from_detection
+from olmo_inspect.formats.common import checkpoint_from_detection, list_checkpoint_files
 from olmo_inspect.formats.transformers import read_weights, roles_for
 from olmo_inspect.model import Checkpoint, CheckpointKind
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from olmo_inspect.errors import IncompleteCheckpoint, InspectError
-from olmo_inspect.formats.common import read_train_state
+from olmo_inspect.formats.common import checkpoint_from_detection, read_train_state
 from olmo_inspect.formats.dcp import (
     checkpoint_files,
     clean_name,
@@ -50,15 +50,7 @@ def read(detection: Detection, *, deep: bool = False) -> Checkpoint:
         CorruptFile, UnsupportedFormat, UnsafePickle: a model file cannot be read.
     """
     root = detection.path
-    checkpoint = Checkpoint(
-        path=root,
-        kind=CheckpointKind.OLMO_CORE_UNSHARDED,
-        evidence=list(detection.evidence),
-        notes=list(detection.notes),
-        config=detection.config,
-        config_file=detection.config_file,
-        config_text=detection.config_text,
-    )
+    checkpoint = checkpoint_from_detection(detection, CheckpointKind.OLMO_CORE_UNSHARDED)
 
     known: list[FileInfo] = []
     for path in _model_paths(root):

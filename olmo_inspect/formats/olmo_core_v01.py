@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from olmo_inspect.errors import CorruptFile, IncompleteCheckpoint, InspectError
-from olmo_inspect.formats.common import relative_path, to_json_value
+from olmo_inspect.formats.common import checkpoint_from_detection, relative_path, to_json_value
 from olmo_inspect.formats.coverage import coverage_problems
 from olmo_inspect.formats.dcp import (
     MAX_NAMES_IN_PROBLEM,
@@ -102,15 +102,7 @@ def read(detection: Detection, *, deep: bool = False) -> Checkpoint:
         CorruptFile: a ``metadata.json`` cannot be parsed.
     """
     root = detection.path
-    checkpoint = Checkpoint(
-        path=root,
-        kind=CheckpointKind.OLMO_SHARDED_OLMO_CORE,
-        evidence=list(detection.evidence),
-        notes=list(detection.notes),
-        config=detection.config,
-        config_file=detection.config_file,
-        config_text=detection.config_text,
-    )
+    checkpoint = checkpoint_from_detection(detection, CheckpointKind.OLMO_SHARDED_OLMO_CORE)
 
     model_metadata = root / MODEL_DIR / METADATA_JSON
     if not model_metadata.is_file():

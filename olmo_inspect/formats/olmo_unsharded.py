@@ -9,7 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from olmo_inspect.detect import Detection
-from olmo_inspect.formats.common import list_checkpoint_files, read_train_state
+from olmo_inspect.formats.common import (
+    checkpoint_from_detection,
+    list_checkpoint_files,
+    read_train_state,
+)
 from olmo_inspect.formats.optimizer import optimizer_from_encoded, optimizer_from_state_dict
 from olmo_inspect.formats.state_dict import StateDictFile, read_state_dict_file
 from olmo_inspect.model import Checkpoint, CheckpointKind
@@ -57,19 +61,6 @@ def read(detection: Detection, *, deep: bool = False) -> Checkpoint:
         elif info.role == "optim" and checkpoint.optimizer is not None:
             info.tensors = len(checkpoint.optimizer.tensors)
     return checkpoint
-
-
-def checkpoint_from_detection(detection: Detection, kind: CheckpointKind) -> Checkpoint:
-    """Start a Checkpoint with what the detector found: path, evidence, notes and config."""
-    return Checkpoint(
-        path=detection.path,
-        kind=kind,
-        evidence=list(detection.evidence),
-        notes=list(detection.notes),
-        config=detection.config,
-        config_file=detection.config_file,
-        config_text=detection.config_text,
-    )
 
 
 def add_state_dict(checkpoint: Checkpoint, weights: StateDictFile) -> None:

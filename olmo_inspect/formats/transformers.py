@@ -14,8 +14,12 @@ from typing import Any
 
 from olmo_inspect.detect import Detection
 from olmo_inspect.errors import CorruptFile
-from olmo_inspect.formats.common import list_checkpoint_files, read_json_config
-from olmo_inspect.formats.olmo_unsharded import add_state_dict, checkpoint_from_detection
+from olmo_inspect.formats.common import (
+    checkpoint_from_detection,
+    list_checkpoint_files,
+    read_json_config,
+)
+from olmo_inspect.formats.olmo_unsharded import add_state_dict
 from olmo_inspect.formats.state_dict import read_state_dict_file
 from olmo_inspect.model import Checkpoint, CheckpointKind
 
