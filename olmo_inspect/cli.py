@@ -152,6 +152,8 @@ def print_json(path: Path, *, deep: bool) -> int:
 
 def print_text(path: Path, *, deep: bool) -> int:
     """Print a short plain-text report, for when stdout is not a terminal."""
+    import humanize
+
     from olmo_inspect.inspect import open_path
     from olmo_inspect.model import RunFolder
     from olmo_inspect.summary import summarize
@@ -163,22 +165,30 @@ def print_text(path: Path, *, deep: bool) -> int:
             state = "complete" if entry.complete else "INCOMPLETE"
             latest = " (latest)" if entry.latest else ""
             print(
-                f"  {entry.path.name}: step {entry.step}, {entry.kind}, "
-                f"{entry.bytes} bytes, {state}{latest}"
+                f"  {entry.path.name}: step {_or_dash(entry.step)}, {_or_dash(entry.kind)}, "
+                f"{humanize.naturalsize(entry.bytes, binary=True)}, {state}{latest}"
             )
+            for problem in entry.problems:
+                print(f"    problem: {problem}")
+        for note in result.notes:
+            print(f"  note: {note}")
         return EXIT_OK
 
     summary = summarize(result)
     verdict = "complete" if result.complete else "INCOMPLETE"
     print(f"{result.path}: {result.kind}, {verdict}")
     print(
-        f"  step {result.step}, {summary.parameters} parameters, {summary.bytes} bytes, "
-        f"{len(result.tensors)} tensors"
+        f"  step {_or_dash(result.step)}, {summary.parameters:,} parameters, "
+        f"{humanize.naturalsize(summary.bytes, binary=True)} in {len(result.tensors)} tensors"
     )
     for problem in result.problems:
         print(f"  problem: {problem}")
     print("  (run in a terminal for the interactive view, or add --json)")
     return EXIT_OK if result.complete else EXIT_INVALID
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def run_demo_command(argv: list[str]) -> int:

@@ -240,7 +240,8 @@ def latest_target(path: Path) -> Path | None:
     sometimes turn them into small text files that hold the target's name, which count too.
     """
     if path.is_symlink():
-        return path.resolve()
+        target = path.resolve()
+        return target if target.exists() else None
     if not path.name.startswith(LATEST_PREFIX) or not path.is_file():
         return None
     try:

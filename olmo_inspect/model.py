@@ -129,9 +129,11 @@ class ShardPiece:
     flat_range: tuple[int, int] | None = None
     byte_range: tuple[int, int] | None = None
     data: StoredBytes | None = None
+    missing: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "missing": self.missing,
             "rank": self.rank,
             "file": self.file,
             "key": self.key,
@@ -199,6 +201,7 @@ class FileInfo:
     role: str
     rank: int | None = None
     tensors: int = 0
+    missing: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,6 +210,7 @@ class FileInfo:
             "role": self.role,
             "rank": self.rank,
             "tensors": self.tensors,
+            "missing": self.missing,
         }
 
 
@@ -350,6 +354,7 @@ class RunEntry:
             "bytes": self.bytes,
             "complete": self.complete,
             "latest": self.latest,
+            "problems": self.problems,
         }
 
 
@@ -359,10 +364,12 @@ class RunFolder:
 
     path: Path
     checkpoints: list[RunEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": "run",
             "path": str(self.path),
             "checkpoints": [entry.to_json() for entry in self.checkpoints],
+            "notes": self.notes,
         }

@@ -134,8 +134,11 @@ def test_truncated_weights_exit_1_and_print_what_was_read(sample_factory, tmp_pa
     result = run_cli(str(copy), "--json")
 
     assert result.returncode == 1
-    assert "model.safetensors" in result.stderr
-    assert "truncated" in result.stderr
+    document = json.loads(result.stdout)
+    assert document["kind"] == "transformers"
+    assert document["config"]["model_type"] == sample.config["model_type"]
+    problems = [p for p in document["problems"] if "model.safetensors" in p]
+    assert problems and "truncated" in problems[0]
 
 
 def test_hostile_model_pt_runs_no_code(tmp_path: Path) -> None:
@@ -198,3 +201,52 @@ def test_run_folder_json(sample_factory, tmp_path: Path, name: str) -> None:
         (entry["step"], entry["complete"], entry["latest"]) for entry in document["checkpoints"]
     ]
     assert steps == [(7, False, True), (5, True, False)]
+
+
+def test_rank_file_alone_points_to_its_folder(fixtures_dir: Path) -> None:
+    folder = fixtures_dir / "olmo1-sharded-torch-legacy" / "step3"
+    result = run_cli(str(folder / "rank0.pt"), "--json")
+
+    assert result.returncode == 2
+    assert "one rank's file" in result.stderr
+    assert str(folder) in result.stderr
+
+
+def test_truncated_model_still_prints_what_was_read(sample_factory, tmp_path: Path) -> None:
+    sample = sample_factory("olmo1-unsharded")
+    copy = tmp_path / "ckpt"
+    copy.mkdir()
+    for path in sample.path.iterdir():
+        data = path.read_bytes()
+        (copy / path.name).write_bytes(data[: len(data) // 2] if path.name == "model.pt" else data)
+
+    result = run_cli(str(copy), "--json")
+
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["complete"] is False
+    assert any("model.pt" in problem and "truncated" in problem for problem in document["problems"])
+    assert document["train_state"]["step"] == sample.train_state["global_step"]
+
+
+def test_relative_path_is_reported_absolute(sample_factory) -> None:
+    sample = sample_factory("hf-olmo")
+    result = run_cli(".", "--json", cwd=sample.path)
+    assert json.loads(result.stdout)["path"] == str(sample.path)
+
+
+def test_run_folder_lists_problems_and_dangling_links(sample_factory, tmp_path: Path) -> None:
+    sample = sample_factory("olmo1-unsharded")
+    run = tmp_path / "run"
+    broken = run / "step2"
+    broken.mkdir(parents=True)
+    for path in sample.path.iterdir():
+        if path.name != "model.pt":
+            (broken / path.name).write_bytes(path.read_bytes())
+    (run / "latest").symlink_to("step9")
+
+    document = json.loads(run_cli(str(run), "--json").stdout)
+
+    assert document["checkpoints"][0]["complete"] is False
+    assert document["checkpoints"][0]["problems"]
+    assert document["notes"] == ["latest points to a missing step9"]

@@ -54,7 +54,12 @@ def read_yaml_config(path: Path) -> tuple[dict[str, Any], str]:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise CorruptFile(f"{path}: invalid YAML ({str(error).splitlines()[0]})") from error
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise CorruptFile(
+            f"{path}: invalid YAML{where} ({problem}); fix the file or restore it from the run"
+        ) from error
     if value is None:
         value = {}
     if not isinstance(value, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from olmo_inspect.detect import Detection
+from olmo_inspect.errors import InspectError
 from olmo_inspect.formats.common import (
     checkpoint_from_detection,
     list_checkpoint_files,
@@ -32,9 +33,15 @@ def read(detection: Detection, *, deep: bool = False) -> Checkpoint:
     if model is None:
         checkpoint.problems.append(f"{root}: no model.pt or model.safetensors")
         return checkpoint
-    weights = read_state_dict_file(model, root)
-    add_state_dict(checkpoint, weights)
-    if model.suffix == ".safetensors":
+    try:
+        weights = read_state_dict_file(model, root)
+    except InspectError as error:
+        # Keep going: the config, trainer state and file list are still worth showing.
+        checkpoint.problems.append(str(error))
+        weights = None
+    if weights is not None:
+        add_state_dict(checkpoint, weights)
+    if weights is not None and model.suffix == ".safetensors":
         checkpoint.evidence.append(
             f"{model.name} uses OLMo's encoded keys"
             if weights.encoded_keys
@@ -43,16 +50,23 @@ def read(detection: Detection, *, deep: bool = False) -> Checkpoint:
 
     optim = _first_existing(root, OPTIM_FILES)
     if optim is not None:
-        optim_file = read_state_dict_file(optim, root)
-        checkpoint.problems += optim_file.problems
-        if optim.suffix == ".safetensors":
-            checkpoint.optimizer = optimizer_from_encoded(optim_file)
+        try:
+            optim_file = read_state_dict_file(optim, root)
+        except InspectError as error:
+            checkpoint.problems.append(str(error))
         else:
-            checkpoint.optimizer = optimizer_from_state_dict(optim_file, root)
+            checkpoint.problems += optim_file.problems
+            if optim.suffix == ".safetensors":
+                checkpoint.optimizer = optimizer_from_encoded(optim_file)
+            else:
+                checkpoint.optimizer = optimizer_from_state_dict(optim_file, root)
 
     train = _first_existing(root, TRAIN_FILES)
     if train is not None:
-        checkpoint.train_state, _ = read_train_state(train, root)
+        try:
+            checkpoint.train_state, _ = read_train_state(train, root)
+        except InspectError as error:
+            checkpoint.problems.append(str(error))
 
     checkpoint.files = list_checkpoint_files(root, _roles(root, model, optim, train))
     for info in checkpoint.files:

@@ -484,7 +484,9 @@ class LegacyReader:
         plan = plan_rank(primary, rank)
         held = [_tensor_name(entry.path) for entry, box in plan.shards if box.numel > 0]
         what = f"it holds pieces of {name_list(held)}" if held else "it holds no shard"
-        self.problems.append(f"rank{rank}.pt is missing: {what}")
+        self.problems.append(
+            f"rank{rank}.pt is missing: {what}; copy it from the run's save folder"
+        )
 
     def _record_tree_data(self, tree: RankTree, rank_zip: RankZip) -> None:
         for entry in tree.sharded.values():

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo_inspect.detect import Detection
-from olmo_inspect.errors import CorruptFile
+from olmo_inspect.errors import CorruptFile, InspectError
 from olmo_inspect.formats.common import (
     checkpoint_from_detection,
     list_checkpoint_files,
@@ -47,6 +47,7 @@ class WeightFiles:
     index: Path | None = None
     weight_map: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    readable: list[Path] = field(default_factory=list)
 
 
 def find_weight_files(root: Path) -> WeightFiles:
@@ -101,8 +102,16 @@ def read_weights(checkpoint: Checkpoint, root: Path) -> WeightFiles:
     """Add the tensors of every weight file to ``checkpoint`` and check them against the index."""
     weights = find_weight_files(root)
     checkpoint.problems += weights.problems
+    readable = []
     for path in weights.files:
-        add_state_dict(checkpoint, read_state_dict_file(path, root))
+        try:
+            add_state_dict(checkpoint, read_state_dict_file(path, root))
+        except InspectError as error:
+            # One damaged shard: report it and keep listing the others.
+            checkpoint.problems.append(str(error))
+        else:
+            readable.append(path)
+    weights.readable = readable
 
     if weights.index is not None:
         _check_index(checkpoint, weights)
@@ -111,7 +120,7 @@ def read_weights(checkpoint: Checkpoint, root: Path) -> WeightFiles:
 
 def _check_index(checkpoint: Checkpoint, weights: WeightFiles) -> None:
     assert weights.index is not None
-    present_files = {path.name for path in weights.files}
+    present_files = {path.name for path in weights.readable}
     found = {tensor.name: tensor.file for tensor in checkpoint.tensors}
     missing = [
         name

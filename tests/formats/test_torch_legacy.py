@@ -226,7 +226,7 @@ def test_missing_rank_file_is_named(sample: Any, sample_copy: Path, deep: bool) 
         assert name in missing[0]
     hidden = len(held) - torch_legacy.MAX_NAMES_IN_PROBLEM
     if hidden > 0:
-        assert missing[0].endswith(f"and {hidden} more")
+        assert f"and {hidden} more;" in missing[0]
 
 
 @pytest.mark.parametrize("rank", [0, 2])
@@ -351,3 +351,22 @@ def test_state_world_size_disagreement_is_a_problem(
         f"metadata give {WORLD_SIZE}"
         for problem in checkpoint.problems
     )
+
+
+def test_pieces_in_a_missing_rank_file_are_flagged(fixtures_dir: Path, tmp_path: Path) -> None:
+    from olmo_inspect.inspect import open_checkpoint
+
+    source = fixtures_dir / "olmo1-sharded-torch-legacy" / "step3"
+    copy = tmp_path / "step3"
+    copy.mkdir()
+    for path in source.iterdir():
+        if path.name != "rank1.pt":
+            (copy / path.name).write_bytes(path.read_bytes())
+
+    checkpoint = open_checkpoint(copy)
+
+    for tensor in checkpoint.tensors:
+        flags = {piece.rank: piece.missing for piece in tensor.shards if piece.numel}
+        assert flags == {0: False, 1: True}, tensor.name
+    missing_files = [info.path for info in checkpoint.files if info.missing]
+    assert missing_files == ["rank1.pt"]
