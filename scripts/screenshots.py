@@ -1,7 +1,8 @@
 """Regenerate the SVG screenshots in ``screenshots/``, one per screen and tab of the inspector.
 
 Builds small sample checkpoints with ``olmo_inspect.samples`` (needs torch) into a scratch
-folder, opens each in the real app with Textual's test driver and saves SVGs. Run from the
+folder, opens each in the real app with Textual's test driver and saves SVGs. The conversion
+wizard's screenshots run a real conversion into the scratch folder. Run from the
 repository root:
 
     python scripts/screenshots.py [--out screenshots] [--work-dir DIR]
@@ -25,6 +26,7 @@ TERMINAL_SIZE = (140, 42)
 DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "olmo-inspect-screenshots"
 UNSHARDED_SAMPLE = "olmo1-unsharded"
 SHARDED_SAMPLE = "olmo1-sharded-torch-legacy"
+CONVERT_TARGET = "transformers"
 
 # Key, tab id and screenshot name of each tab of the inspect screen.
 TABS = (
@@ -69,6 +71,34 @@ async def save_screen(
         app.save_screenshot(f"{name}.svg", path=str(out))
 
 
+async def save_convert_wizard(path: Path, out: Path, output: Path) -> None:
+    """Walk the conversion wizard on ``path`` to Transformers and save one SVG per step."""
+    from textual.widgets import Input, OptionList
+
+    app = InspectApp([path])
+    async with app.run_test(size=TERMINAL_SIZE) as pilot:
+        await _wait_for_load(app, pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        screen = app.screen
+        targets = screen.query_one("#targets", OptionList)
+        targets.highlighted = targets.get_option_index(CONVERT_TARGET)
+        app.save_screenshot("convert-target.svg", path=str(out))
+
+        await pilot.press("enter")
+        await pilot.pause()
+        screen.query_one("#output", Input).value = str(output)
+        app.save_screenshot("convert-options.svg", path=str(out))
+
+        await pilot.click("#make-plan")
+        await _wait_for_load(app, pilot)
+        app.save_screenshot("convert-plan.svg", path=str(out))
+
+        await pilot.click("#run")
+        await _wait_for_load(app, pilot)
+        app.save_screenshot("convert-result.svg", path=str(out))
+
+
 async def main(out: Path, work_dir: Path) -> None:
     """Build the samples into ``work_dir`` and write every screenshot into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -91,6 +121,7 @@ async def main(out: Path, work_dir: Path) -> None:
     await save_screen([unsharded.path, sharded.path], out, "picker")
     await save_screen([work_dir / "no-such-checkpoint"], out, "error")
     await save_screen([unsharded.path], out, "filter", keys=("slash", *"ff_proj"))
+    await save_convert_wizard(unsharded.path, out, work_dir / f"{UNSHARDED_SAMPLE}-hf")
     log.info("wrote screenshots to %s", out)
 
 

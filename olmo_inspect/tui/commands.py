@@ -16,14 +16,14 @@ from olmo_inspect.tui.screens.run_folder import RunFolderScreen
 if TYPE_CHECKING:
     from textual.app import App
 
-# The conversion wizard's module. Until it exists, the convert and diff entries only notify
-# the user that they are not available yet.
-CONVERT_SCREEN_MODULE = "olmo_inspect.tui.screens.convert"
+# The diff screen's module. Until it exists, the diff entry only notifies the user that
+# comparing is not available from the TUI yet.
+DIFF_SCREEN_MODULE = "olmo_inspect.tui.screens.diff"
 NOT_AVAILABLE = "{action} from the TUI is not available yet; use `olmo-inspect {command}` instead."
 
 
-def _convert_screen_exists() -> bool:
-    return importlib.util.find_spec(CONVERT_SCREEN_MODULE) is not None
+def _diff_screen_exists() -> bool:
+    return importlib.util.find_spec(DIFF_SCREEN_MODULE) is not None
 
 
 def inspect_commands(app: App[int], screen: InspectScreen) -> Iterator[SystemCommand]:
@@ -45,12 +45,10 @@ def inspect_commands(app: App[int], screen: InspectScreen) -> Iterator[SystemCom
     if screen.can_go_back:
         yield SystemCommand("view: Back", "Return to the list of checkpoints", screen.action_back)
 
-    if not _convert_screen_exists():
-        yield SystemCommand(
-            "convert: Start",
-            "Convert this checkpoint to another kind",
-            partial(app.notify, NOT_AVAILABLE.format(action="Conversion", command="convert")),
-        )
+    yield SystemCommand(
+        "convert: Start", "Convert this checkpoint to another kind", screen.action_convert
+    )
+    if not _diff_screen_exists():
         yield SystemCommand(
             "diff: Compare",
             "Compare this checkpoint with another one",

@@ -28,3 +28,19 @@ class OpenPath(Message):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
+
+
+class FilterClosed(Message):
+    """The user left the tensor filter with escape; the screen moves the focus to the tree."""
+
+
+class CheckpointShown(Message):
+    """The inspect screen has mounted and drawn one checkpoint's tensor tree.
+
+    Posted to the app once per screen, after the first refresh; the open-time benchmark waits
+    for it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path

@@ -25,6 +25,9 @@ MULTILINE_KEEP = frozenset("\n\t")
 # Text shown for a value the checkpoint does not record.
 MISSING = "-"
 
+# Unstyled gap between the styled parts of one label.
+LABEL_GAP = "  "
+
 
 def _escape_char(char: str) -> str:
     """Return the Python escape of one character: ``\\x1b``, ``\\u202e``, ``\\U0001f600``."""
@@ -112,3 +115,18 @@ def format_indices(indices: Iterable[int]) -> str:
 
     parts = [str(first) if first == last else f"{first}-{last}" for first, last in runs]
     return ", ".join(parts)
+
+
+def join_styled(*parts: tuple[str, str], gap: str = LABEL_GAP) -> Text:
+    """Join ``(text, style)`` parts into one ``Text``, with an unstyled ``gap`` between them.
+
+    No styled run starts with the gap, so each part begins a run with visible text. SVG
+    renderers such as librsvg drop the leading spaces of a run, which would otherwise join the
+    parts in screenshots ("Model9 tensors").
+    """
+    text = Text()
+    for index, (value, style) in enumerate(parts):
+        if index:
+            text.append(gap)
+        text.append(value, style=style)
+    return text

@@ -575,9 +575,9 @@ async def test_palette_view_command_switches_tab() -> None:
     assert active == "shards"
 
 
-async def test_convert_entry_says_not_available() -> None:
-    if (REPO_ROOT / "olmo_inspect" / "tui" / "screens" / "convert.py").exists():
-        pytest.skip("the convert screen exists, so the placeholder entry is gone")
+async def test_diff_entry_says_not_available() -> None:
+    if (REPO_ROOT / "olmo_inspect" / "tui" / "screens" / "diff.py").exists():
+        pytest.skip("the diff screen exists, so the placeholder entry is gone")
     checkpoint = unsharded_checkpoint()
 
     app = InspectApp([UNSHARDED_PATH], loader=records_loader({UNSHARDED_PATH: checkpoint}))
@@ -586,7 +586,7 @@ async def test_convert_entry_says_not_available() -> None:
         command = next(
             command
             for command in app.get_system_commands(app.screen)
-            if command.title == "convert: Start"
+            if command.title == "diff: Compare"
         )
         command.callback()
         await pilot.pause()

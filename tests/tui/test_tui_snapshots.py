@@ -58,3 +58,13 @@ def test_snapshot_run_folder(snap_compare) -> None:
     app = _app(folder.path, {folder.path: folder})
 
     assert snap_compare(app, terminal_size=SIZE, run_before=wait_for_load)
+
+
+def test_snapshot_convert_targets(snap_compare) -> None:
+    app = _app(UNSHARDED_PATH, {UNSHARDED_PATH: unsharded_checkpoint()})
+
+    async def open_wizard(pilot: Pilot[int]) -> None:
+        await wait_for_load(pilot)
+        await pilot.press("c")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=open_wizard)

@@ -15,7 +15,7 @@ from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from olmo_inspect.errors import InspectError
 from olmo_inspect.model import Checkpoint, Summary
 from olmo_inspect.tui.export import export_json
-from olmo_inspect.tui.messages import TensorHighlighted
+from olmo_inspect.tui.messages import CheckpointShown, FilterClosed, TensorHighlighted
 from olmo_inspect.tui.text import format_bytes, format_count, safe_text
 from olmo_inspect.tui.widgets.checkpoint_header import CheckpointHeader
 from olmo_inspect.tui.widgets.config_view import ConfigView
@@ -59,6 +59,7 @@ class InspectScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "focus_filter", "Filter"),
         Binding("e", "export_json", "Export JSON"),
+        Binding("c", "convert", "Convert"),
         Binding("escape", "back", "Back"),
         Binding("1", "show_tab('tensors')", "Tensors", show=False),
         Binding("2", "show_tab('config')", "Config", show=False),
@@ -122,8 +123,14 @@ class InspectScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        """Show the first tensor's details."""
-        self.query_one(TensorTree).move_cursor_to_first_tensor()
+        """Focus the tree, show the first tensor's details and announce the screen."""
+        tree = self.query_one(TensorTree)
+        tree.focus()
+        tree.move_cursor_to_first_tensor()
+        self.call_after_refresh(self._announce_shown)
+
+    def _announce_shown(self) -> None:
+        self.app.post_message(CheckpointShown(self.checkpoint.path))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Hide actions that do not apply: back at the top level, the shards tab when unsharded."""
@@ -151,8 +158,9 @@ class InspectScreen(Screen[None]):
         self.refresh_bindings()
 
     @on(Input.Submitted, "#filter")
+    @on(FilterClosed)
     def focus_tree(self) -> None:
-        """Move from the filter to the tree when enter is pressed."""
+        """Move from the filter to the tree on enter (text kept) or escape (text cleared)."""
         self.query_one(TensorTree).focus()
 
     def action_focus_filter(self) -> None:
@@ -168,11 +176,17 @@ class InspectScreen(Screen[None]):
         self.query_one(TabbedContent).active = tab
         # Without this, the focus stays on a widget of the hidden tab; Textual then moves it
         # to the first focusable widget, and TabbedContent switches back to that widget's tab.
+        # The tensors tab focuses its tree, not the filter above it, so that keys such as the
+        # tab digits and q keep working.
+        if tab == TAB_TENSORS:
+            self.query_one(TensorTree).focus()
+            return
         pane = self.query_one(f"#{tab}", TabPane)
         for widget in pane.query("*"):
             if widget.focusable:
                 widget.focus()
                 return
+        self.set_focus(None)
 
     def action_back(self) -> None:
         """Clear the filter when there is one, otherwise return to the previous screen."""
@@ -183,6 +197,12 @@ class InspectScreen(Screen[None]):
             return
         if self.can_go_back:
             self.dismiss()
+
+    def action_convert(self) -> None:
+        """Open the conversion wizard for this checkpoint."""
+        from olmo_inspect.tui.screens.convert import ConvertScreen
+
+        self.app.push_screen(ConvertScreen(self.checkpoint))
 
     def action_export_json(self) -> None:
         """Write the checkpoint's JSON report to a new file in the current directory."""

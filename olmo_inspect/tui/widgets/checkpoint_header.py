@@ -1,4 +1,4 @@
-"""The header line of the inspect screen: kind, path, step, size and the verdict."""
+"""The header lines of the inspect screen: kind, path, step, size and the verdict."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from olmo_inspect.model import Checkpoint, Summary
-from olmo_inspect.tui.text import format_bytes, format_count, safe_text
+from olmo_inspect.tui.text import format_bytes, format_count, join_styled, safe_text
 
 SEPARATOR = "  ·  "
 
@@ -23,10 +23,9 @@ def header_text(checkpoint: Checkpoint, summary: Summary | None) -> Text:
         parameters = sum(tensor.numel for tensor in checkpoint.tensors)
     size = checkpoint.files_bytes or checkpoint.nbytes
 
-    text = Text()
-    text.append(str(checkpoint.kind), style="bold")
-    text.append("  ")
-    text.append(safe_text(str(checkpoint.path)))
+    text = join_styled(
+        (f" {checkpoint.kind} ", "bold reverse"), (safe_text(str(checkpoint.path)), "bold")
+    )
     text.append("\n")
 
     step = "-" if checkpoint.step is None else format_count(checkpoint.step)

@@ -7,9 +7,15 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 from textual.widgets import Input
 
+from olmo_inspect.tui.messages import FilterClosed
+
 
 class FilterInput(Input):
-    """A one-line input whose text filters the tensor tree; escape clears it."""
+    """A one-line input whose text filters the tensor tree.
+
+    Escape clears it and posts ``FilterClosed`` so that the screen hands the focus back to the
+    tree; enter submits it, keeping the text.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear_filter", "Clear filter")]
 
@@ -17,6 +23,6 @@ class FilterInput(Input):
         super().__init__(placeholder="Filter tensors by name (press / to focus)", id=id)
 
     def action_clear_filter(self) -> None:
-        """Empty the input and hand the focus back to the screen's next widget."""
+        """Empty the input and ask the screen to move the focus back to the tree."""
         self.value = ""
-        self.screen.focus_next()
+        self.post_message(FilterClosed())

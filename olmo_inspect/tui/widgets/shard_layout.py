@@ -8,7 +8,14 @@ from textual.widgets import Static
 
 from olmo_inspect.model import TensorInfo
 from olmo_inspect.tui.shard_geometry import Axis, TensorLayout, layout_tensor, rank_of_position
-from olmo_inspect.tui.text import format_count, format_range, format_shape, safe, safe_text
+from olmo_inspect.tui.text import (
+    format_count,
+    format_range,
+    format_shape,
+    join_styled,
+    safe,
+    safe_text,
+)
 from olmo_inspect.tui.widgets.tensor_details import pieces_table
 
 # Colours for ranks 0, 1, 2, ... in turn; red is kept for missing ranges.
@@ -154,8 +161,10 @@ def _legend(layout: TensorLayout) -> Text:
 
 def layout_renderable(tensor: TensorInfo) -> RenderableType:
     """Build the layout of ``tensor``: bars, legend, missing ranges and the pieces table."""
-    title = Text(safe_text(tensor.name), style="bold")
-    title.append(f"  {format_shape(tensor.shape)}  {safe_text(tensor.dtype)}", style="dim")
+    title = join_styled(
+        (safe_text(tensor.name), "bold"),
+        (f"{format_shape(tensor.shape)}  {safe_text(tensor.dtype)}", "dim"),
+    )
 
     if not tensor.shards:
         where = Text("This tensor is stored whole in ")

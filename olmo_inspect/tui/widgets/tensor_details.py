@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from olmo_inspect.model import ShardPiece, TensorInfo
+from olmo_inspect.model import ShardPiece, TensorInfo, dtype_size
 from olmo_inspect.tui.text import (
     format_bytes,
     format_count,
@@ -36,6 +36,36 @@ def piece_extent(piece: ShardPiece) -> Text:
     return Text("position not recorded", style="dim")
 
 
+def piece_byte_range(piece: ShardPiece) -> tuple[int, int] | None:
+    """Return the end-exclusive byte range of ``piece`` in its file, or None when unknown.
+
+    The reader's ``byte_range`` wins. Otherwise the range starts ``storage_offset`` elements
+    after the storage's ``data_start`` and spans the elements the piece's stride reaches (its
+    element count when contiguous), capped at the end of the storage.
+    """
+    if piece.byte_range is not None:
+        return piece.byte_range
+
+    data = piece.data
+    if data is None or data.data_start is None:
+        return None
+    itemsize = dtype_size(data.dtype)
+    if itemsize == 0:
+        return None
+
+    start = data.data_start + data.storage_offset * itemsize
+    if piece.numel == 0:
+        return start, start
+
+    shape = piece.shape if piece.shape is not None else (piece.numel,)
+    if data.stride is None or len(data.stride) != len(shape):
+        elements = piece.numel
+    else:
+        elements = 1 + sum((size - 1) * step for size, step in zip(shape, data.stride, strict=True))
+    storage_end = data.data_start + data.storage_nbytes
+    return start, min(start + elements * itemsize, storage_end)
+
+
 def pieces_table(pieces: list[ShardPiece], *, with_elements: bool = True) -> Table:
     """Build the table of shard pieces: rank, file, extent, elements and byte range."""
     table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
@@ -50,7 +80,7 @@ def pieces_table(pieces: list[ShardPiece], *, with_elements: bool = True) -> Tab
         cells = [safe(piece.rank), safe(piece.file), piece_extent(piece)]
         if with_elements:
             cells.append(Text(format_count(piece.numel)))
-        cells.append(Text(format_range(piece.byte_range)))
+        cells.append(Text(format_range(piece_byte_range(piece))))
         table.add_row(*cells)
     return table
 

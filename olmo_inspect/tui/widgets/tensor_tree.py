@@ -11,7 +11,13 @@ from textual.widgets.tree import TreeNode
 from olmo_inspect.model import TensorInfo
 from olmo_inspect.tui.messages import TensorHighlighted
 from olmo_inspect.tui.tensor_groups import TensorGroup, filter_tensors, group_tensors
-from olmo_inspect.tui.text import format_bytes, format_indices, format_shape, safe_text
+from olmo_inspect.tui.text import (
+    format_bytes,
+    format_indices,
+    format_shape,
+    join_styled,
+    safe_text,
+)
 
 # With a filter, every node is expanded so the matches show. A tree with more nodes than this
 # expands only its sections and their top-level modules.
@@ -30,16 +36,17 @@ def _count_label(count: int, nbytes: int) -> str:
 
 def group_label(group: TensorGroup) -> Text:
     """Build a node label: a tensor's shape, dtype and size, or a module's totals."""
-    text = Text(safe_text(group.label) or '""', style="bold" if group.children else "")
+    name = (safe_text(group.label) or '""', "bold" if group.children else "")
     if group.tensor is not None:
         tensor = group.tensor
-        text.append(f"  {format_shape(tensor.shape)}", style="cyan")
-        text.append(f"  {tensor.dtype}", style="magenta")
-        text.append(f"  {format_bytes(tensor.nbytes)}", style="dim")
-        return text
+        return join_styled(
+            name,
+            (format_shape(tensor.shape), "cyan"),
+            (safe_text(tensor.dtype), "magenta"),
+            (format_bytes(tensor.nbytes), "dim"),
+        )
 
-    text.append(f"  {_count_label(group.tensor_count, group.nbytes)}", style="dim")
-    return text
+    return join_styled(name, (_count_label(group.tensor_count, group.nbytes), "dim"))
 
 
 def _count_nodes(groups: Sequence[TensorGroup]) -> int:
@@ -133,10 +140,10 @@ class TensorTree(Tree[TreeData]):
         for title, tensors, groups in sections:
             shown = sum(group.tensor_count for group in groups)
             nbytes = sum(group.nbytes for group in groups)
-            label = Text(title, style="bold")
-            label.append(f"  {_count_label(shown, nbytes)}", style="dim")
+            count = _count_label(shown, nbytes)
             if filtering:
-                label.append(f" of {len(tensors):,}", style="dim")
+                count = f"{count} of {len(tensors):,}"
+            label = join_styled((title, "bold"), (count, "dim"))
 
             # The optimizer branch starts folded: it repeats the model's names two or three times.
             expand_section = title == MODEL_SECTION or filtering
