@@ -208,10 +208,16 @@ def run_demo_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
 
-    from olmo_inspect.demo import build_demo
+    from olmo_inspect.demo import demo_cache_dir, demo_paths, is_built
 
-    samples = build_demo(args.cache_dir)
-    paths = [sample.path for sample in samples]
+    if not is_built(args.cache_dir):
+        print(
+            f"Building demo checkpoints of every kind into {demo_cache_dir(args.cache_dir)} "
+            "(once; about a minute on 2 cores)...",
+            file=sys.stderr,
+            flush=True,
+        )
+    paths = demo_paths(args.cache_dir)
     if args.list or not sys.stdout.isatty():
         for path in paths:
             print(path)

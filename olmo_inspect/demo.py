@@ -82,6 +82,27 @@ def _load_samples(root: Path) -> list[Sample]:
     ]
 
 
+def is_built(cache_dir: Path | None = None) -> bool:
+    """Return True when the demo folder is complete, so opening it builds nothing."""
+    return (demo_cache_dir(cache_dir) / COMPLETE_MARKER).is_file()
+
+
+def demo_paths(cache_dir: Path | None = None) -> list[Path]:
+    """Build the demo folder if needed and return its checkpoints, then its run folder.
+
+    Unlike :func:`build_demo` it loads no tensors, so reopening the demo does not import torch.
+    """
+    root = demo_cache_dir(cache_dir)
+    if not is_built(cache_dir):
+        build_demo(cache_dir)
+    names = json.loads((root / COMPLETE_MARKER).read_text()).get("samples")
+    if not isinstance(names, list):
+        from olmo_inspect.samples import SAMPLE_NAMES
+
+        names = list(SAMPLE_NAMES)
+    return [*(root / SAMPLES_DIR / str(name) for name in names), root / RUN_DIR]
+
+
 def build_demo(cache_dir: Path | None = None) -> list[Sample]:
     """Build (or reuse) the demo folder and return its samples, one per ``SAMPLE_NAMES`` entry.
 
@@ -107,7 +128,9 @@ def build_demo(cache_dir: Path | None = None) -> list[Sample]:
     try:
         log.info("building the demo checkpoints into %s", root)
         _build_into(staging)
-        marker = {"version": __version__}
+        from olmo_inspect.samples import SAMPLE_NAMES
+
+        marker = {"version": __version__, "samples": list(SAMPLE_NAMES)}
         (staging / COMPLETE_MARKER).write_text(json.dumps(marker) + "\n")
         if root.exists():
             shutil.rmtree(root)
