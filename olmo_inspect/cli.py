@@ -58,7 +58,12 @@ def configure_logging(verbose: int) -> None:
     level_name = os.environ.get(LOG_LEVEL_ENV, "")
     level = getattr(logging, level_name.upper(), None) if level_name else None
     if not isinstance(level, int):
-        level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+        if verbose == 0:
+            level = logging.WARNING
+        elif verbose == 1:
+            level = logging.INFO
+        else:
+            level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 

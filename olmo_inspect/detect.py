@@ -236,8 +236,8 @@ def _detect_config_json(path: Path, names: set[str], evidence: list[str]) -> Det
 def latest_target(path: Path) -> Path | None:
     """Return the checkpoint a ``latest`` link names, or None when ``path`` is no such link.
 
-    The OLMo trainer writes ``latest``/``latest-unsharded`` as symlinks; copies of a run
-    sometimes turn them into small text files that hold the target's name, which count too.
+    The OLMo trainer writes ``latest``/``latest-unsharded`` as symlinks. Copies of a run
+    sometimes turn them into small text files that contain the target's name, so those count too.
     """
     if path.is_symlink():
         target = path.resolve()

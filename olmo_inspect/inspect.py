@@ -40,7 +40,7 @@ NAME_PREFIXES: tuple[tuple[str, CheckpointKind], ...] = (
 def open_path(path: Path, *, deep: bool = False) -> Checkpoint | RunFolder:
     """Read ``path`` as metadata and return what it is.
 
-    ``deep`` asks sharded readers to parse every rank's metadata, not only rank 0's.
+    With ``deep``, sharded readers parse every rank's metadata, not only rank 0's.
 
     Raises:
         InspectError: the path holds nothing readable; the message says what and what to do.

@@ -77,7 +77,7 @@ SHARDED_KINDS = frozenset(
 
 @dataclass(frozen=True)
 class StoredBytes:
-    """Where the bytes of one stored tensor (or shard piece) lie inside a file.
+    """Location of the bytes of one stored tensor (or shard piece) inside a file.
 
     ``data_start`` is the absolute file offset of element 0 of the *storage*; the tensor's own
     first element is ``storage_offset`` elements later. ``stride`` is in elements. A reader
@@ -258,7 +258,7 @@ class OptimizerInfo:
 
 @dataclass
 class Checkpoint:
-    """Everything the inspector knows about one checkpoint directory (or single file).
+    """Metadata of one checkpoint directory (or single file), as the readers found it.
 
     ``problems`` lists what makes the checkpoint invalid or incomplete, one sentence each;
     ``evidence`` lists why the detector chose ``kind``. ``config`` is the parsed config file

@@ -38,7 +38,7 @@ LEGACY_NUMEL_SIZE = 8
 
 @dataclass(frozen=True)
 class StorageLocation:
-    """Where one storage's bytes are: ``data_start`` is None for a compressed zip entry."""
+    """Location of one storage's bytes; ``data_start`` is None for a compressed zip entry."""
 
     key: str
     data_start: int | None
@@ -74,7 +74,7 @@ class TorchFile:
         )
 
     def storage_problems(self) -> list[str]:
-        """Return one sentence per storage that is missing or shorter than the pickle says."""
+        """Return one sentence per storage that is missing or shorter than the pickle states."""
         problems = []
         for key, record in self.records.items():
             location = self.storages.get(key)
