@@ -23,6 +23,7 @@ from olmo_inspect.tui import InspectApp
 log = logging.getLogger("screenshots")
 
 TERMINAL_SIZE = (140, 42)
+SMALL_TERMINAL_SIZE = (80, 24)
 DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "olmo-inspect-screenshots"
 UNSHARDED_SAMPLE = "olmo1-unsharded"
 SHARDED_SAMPLE = "olmo1-sharded-torch-legacy"
@@ -59,11 +60,15 @@ async def save_tabs(path: Path, out: Path, prefix: str) -> None:
 
 
 async def save_screen(
-    targets: list[Path], out: Path, name: str, keys: tuple[str, ...] = ()
+    targets: list[Path],
+    out: Path,
+    name: str,
+    keys: tuple[str, ...] = (),
+    size: tuple[int, int] = TERMINAL_SIZE,
 ) -> None:
     """Open ``targets``, press ``keys`` and save the screen as ``<name>.svg``."""
     app = InspectApp(targets)
-    async with app.run_test(size=TERMINAL_SIZE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await _wait_for_load(app, pilot)
         if keys:
             await pilot.press(*keys)
@@ -109,6 +114,7 @@ async def main(out: Path, work_dir: Path) -> None:
     for step in ("step2", "step3"):
         shutil.copytree(sharded.path, run / step)
     (run / "latest").symlink_to("step3")
+    (run / "latest-unsharded").symlink_to("step9-unsharded")
 
     incomplete = work_dir / "incomplete" / "step3"
     shutil.copytree(sharded.path, incomplete)
@@ -117,10 +123,13 @@ async def main(out: Path, work_dir: Path) -> None:
     await save_tabs(unsharded.path, out, "unsharded-")
     await save_tabs(sharded.path, out, "sharded-")
     await save_screen([incomplete], out, "incomplete-problems", keys=("6",))
+    await save_screen([incomplete], out, "incomplete-shards", keys=("5",))
+    await save_screen([incomplete], out, "incomplete-80x24", size=SMALL_TERMINAL_SIZE)
+    await save_screen([incomplete], out, "incomplete-shards-80x24", ("5",), SMALL_TERMINAL_SIZE)
     await save_screen([run], out, "run-folder")
-    await save_screen([unsharded.path, sharded.path], out, "picker")
+    await save_screen([unsharded.path, sharded.path, run], out, "picker")
     await save_screen([work_dir / "no-such-checkpoint"], out, "error")
-    await save_screen([unsharded.path], out, "filter", keys=("slash", *"ff_proj"))
+    await save_screen([unsharded.path], out, "filter", keys=("slash", *"ff_proj|*wte"))
     await save_convert_wizard(unsharded.path, out, work_dir / f"{UNSHARDED_SAMPLE}-hf")
     log.info("wrote screenshots to %s", out)
 

@@ -3,13 +3,15 @@
 The app renders records from the library and never parses files itself. Loading runs in a
 thread worker behind a loading screen; a loader error (``InspectError`` or ``OSError``) becomes
 an error screen. Several targets start on a picker that lists them, as ``olmo-inspect demo``
-needs. Importing this module never imports torch.
+needs; a run folder among them opens the run folder screen. While the app runs, log records go
+to Textual's log instead of the terminal. Importing this module never imports torch.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,6 +25,7 @@ from textual.screen import Screen
 from olmo_inspect.errors import EXIT_OK, InspectError
 from olmo_inspect.model import Checkpoint, RunEntry, RunFolder, Summary
 from olmo_inspect.tui.commands import commands_for
+from olmo_inspect.tui.logs import logs_routed_to_app
 from olmo_inspect.tui.messages import OpenPath
 from olmo_inspect.tui.screens.error import ErrorScreen
 from olmo_inspect.tui.screens.inspect import InspectScreen
@@ -88,6 +91,11 @@ class Loaded:
                 problems=list(result.problems),
             )
         if isinstance(result, RunFolder):
+            problems = [
+                f"{entry.path.name}: {problem}"
+                for entry in result.checkpoints
+                for problem in entry.problems
+            ]
             return RunEntry(
                 path=self.path,
                 step=None,
@@ -95,6 +103,7 @@ class Loaded:
                 bytes=sum(entry.bytes for entry in result.checkpoints),
                 complete=all(entry.complete for entry in result.checkpoints),
                 latest=False,
+                problems=problems + list(result.notes),
             )
         return RunEntry(
             path=self.path,
@@ -139,6 +148,15 @@ class InspectApp(App[int]):
         self._summarizer = summarizer or summarize_with_library
         self._loaded: dict[Path, Loaded] = {}
         self._exit_code = EXIT_OK
+        self._log_routing = ExitStack()
+
+    def on_load(self) -> None:
+        """Send log records to Textual's log, off the terminal, until the app unmounts."""
+        self._log_routing.enter_context(logs_routed_to_app(self))
+
+    def on_unmount(self) -> None:
+        """Give the logging handlers back to the terminal."""
+        self._log_routing.close()
 
     def on_mount(self) -> None:
         """Start loading the single target, or all targets for the picker."""
@@ -213,14 +231,19 @@ class InspectApp(App[int]):
             return
 
         entries = [loaded.entry() for loaded in results]
-        self.switch_screen(RunFolderScreen(PICKER_TITLE, entries, can_go_back=False))
+        run_folders = {loaded.path for loaded in results if isinstance(loaded.result, RunFolder)}
+        self.switch_screen(
+            RunFolderScreen(PICKER_TITLE, entries, can_go_back=False, run_folders=run_folders)
+        )
 
     def _screen_for(self, loaded: Loaded, *, can_go_back: bool) -> Screen[None]:
         result = loaded.result
         if isinstance(result, Checkpoint):
             return InspectScreen(result, loaded.summary, can_go_back=can_go_back)
         if isinstance(result, RunFolder):
-            return RunFolderScreen(str(result.path), result.checkpoints, can_go_back=can_go_back)
+            return RunFolderScreen(
+                str(result.path), result.checkpoints, can_go_back=can_go_back, notes=result.notes
+            )
         return ErrorScreen(loaded.path, loaded.message, can_go_back=can_go_back)
 
 
@@ -234,6 +257,7 @@ def run_inspector(
     """Run the inspector on ``targets`` until the user quits; return the exit code.
 
     The exit code is 0, or the error's exit code when a single target could not be opened.
+    No log record reaches the terminal while the app runs (see ``logs_routed_to_app``).
     """
     app = InspectApp(targets, deep=deep, loader=loader, summarizer=summarizer)
     app.run()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING
@@ -16,18 +15,9 @@ from olmo_inspect.tui.screens.run_folder import RunFolderScreen
 if TYPE_CHECKING:
     from textual.app import App
 
-# The diff screen's module. Until it exists, the diff entry only notifies the user that
-# comparing is not available from the TUI yet.
-DIFF_SCREEN_MODULE = "olmo_inspect.tui.screens.diff"
-NOT_AVAILABLE = "{action} from the TUI is not available yet; use `olmo-inspect {command}` instead."
 
-
-def _diff_screen_exists() -> bool:
-    return importlib.util.find_spec(DIFF_SCREEN_MODULE) is not None
-
-
-def inspect_commands(app: App[int], screen: InspectScreen) -> Iterator[SystemCommand]:
-    """Yield the entries of the inspect screen: tabs, filter, export, convert and diff."""
+def inspect_commands(screen: InspectScreen) -> Iterator[SystemCommand]:
+    """Yield the entries of the inspect screen: tabs, filter, export and convert."""
     for tab in screen.tab_ids():
         title = TAB_TITLES[tab]
         yield SystemCommand(
@@ -35,7 +25,9 @@ def inspect_commands(app: App[int], screen: InspectScreen) -> Iterator[SystemCom
         )
 
     yield SystemCommand(
-        "tensors: Filter", "Filter the tensor tree by name", screen.action_focus_filter
+        "tensors: Filter",
+        "Filter the tensor tree by name: text, globs such as *norm, alternatives with |",
+        screen.action_focus_filter,
     )
     yield SystemCommand(
         "export: JSON",
@@ -48,12 +40,6 @@ def inspect_commands(app: App[int], screen: InspectScreen) -> Iterator[SystemCom
     yield SystemCommand(
         "convert: Start", "Convert this checkpoint to another kind", screen.action_convert
     )
-    if not _diff_screen_exists():
-        yield SystemCommand(
-            "diff: Compare",
-            "Compare this checkpoint with another one",
-            partial(app.notify, NOT_AVAILABLE.format(action="Comparing", command="diff")),
-        )
 
 
 def run_folder_commands(screen: RunFolderScreen) -> Iterator[SystemCommand]:
@@ -97,7 +83,7 @@ def app_commands(app: App[int], screen: Screen[object]) -> Iterator[SystemComman
 def commands_for(app: App[int], screen: Screen[object]) -> Iterator[SystemCommand]:
     """Yield every palette entry that applies to ``screen``."""
     if isinstance(screen, InspectScreen):
-        yield from inspect_commands(app, screen)
+        yield from inspect_commands(screen)
     if isinstance(screen, RunFolderScreen):
         yield from run_folder_commands(screen)
     yield from app_commands(app, screen)

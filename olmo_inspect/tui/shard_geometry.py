@@ -4,7 +4,9 @@ The shard layout view draws a tensor as a line: its rows (dim 0) when every piec
 rectangle, or its row-major flattened elements when pieces are flat ranges. ``layout_tensor``
 cuts that line into segments at every piece boundary and records which ranks cover each
 segment and whether the segment is covered completely (for rectangles split on later dims too,
-the trailing dims are checked). Pure functions over ``ShardPiece`` records: no Textual.
+the trailing dims are checked). A piece whose file is missing from disk (``ShardPiece.missing``)
+covers nothing: its range counts as missing unless another piece stores it too. Pure functions
+over ``ShardPiece`` records: no Textual.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class TensorLayout:
     """The pieces of one tensor placed along one axis.
 
     ``spans`` has one entry per piece of ``tensor.shards`` (None for a piece this axis cannot
-    place, such as a rectangle split on a later dim when the others are flat ranges).
+    place, such as a rectangle split on a later dim when the others are flat ranges). Pieces in
+    missing files are placed too, but no segment counts them as covering.
     ``missing`` lists the merged ranges that some part of the tensor is missing from.
     """
 
@@ -57,6 +60,32 @@ class TensorLayout:
     @property
     def missing_count(self) -> int:
         return sum(end - start for start, end in self.missing)
+
+    def missing_files(self) -> list[str]:
+        """Return the missing files whose pieces overlap a missing range, in piece order."""
+        files: list[str] = []
+        for piece, span in zip(self.tensor.shards, self.spans, strict=True):
+            if not piece.missing or piece.file in files:
+                continue
+            if span is None or any(lo < span[1] and span[0] < hi for lo, hi in self.missing):
+                files.append(piece.file)
+        return files
+
+
+def has_missing_pieces(tensor: TensorInfo) -> bool:
+    """Return True when a non-empty piece of ``tensor`` lies in a file missing from disk."""
+    return any(piece.missing and piece.numel > 0 for piece in tensor.shards)
+
+
+def lacks_data(tensor: TensorInfo) -> bool:
+    """Return True when part of ``tensor`` is stored only in files missing from disk.
+
+    Only tensors with a missing non-empty piece are laid out, so calling this for every tensor
+    of a complete checkpoint stays cheap.
+    """
+    if not has_missing_pieces(tensor):
+        return False
+    return bool(layout_tensor(tensor).missing)
 
 
 def uncovered_volume(boxes: Sequence[Box], shape: tuple[int, ...]) -> int:
@@ -160,12 +189,14 @@ def _layout_rows(tensor: TensorInfo, boxes: list[Box | None]) -> TensorLayout:
             offsets, sizes = box
             spans.append((offsets[0], offsets[0] + sizes[0]))
 
+    stored = [box for piece, box in zip(tensor.shards, boxes, strict=True) if not piece.missing]
+
     def complete_of(start: int, end: int) -> bool:
         if not shape:
             return True
         trailing = [
             (box[0][1:], box[1][1:])
-            for box in boxes
+            for box in stored
             if box is not None and box[0][0] <= start and end <= box[0][0] + box[1][0]
         ]
         return uncovered_volume(trailing, shape[1:]) == 0
@@ -190,7 +221,7 @@ def _fill_segments(layout: TensorLayout, complete_of: Callable[[int, int], bool]
         ranks = tuple(
             piece.rank
             for piece, span in zip(layout.tensor.shards, layout.spans, strict=True)
-            if span is not None and span[0] <= start and end <= span[1]
+            if span is not None and not piece.missing and span[0] <= start and end <= span[1]
         )
         complete = bool(ranks)
         if complete and complete_of is not None:

@@ -48,6 +48,8 @@ from olmo_inspect.tui.widgets.tensor_tree import TensorTree
 from olmo_inspect.tui.widgets.train_state_view import TrainStateView
 
 SIZE = (160, 50)
+# Palette areas of the inspect screen's own entries (theme and app entries are Textual's).
+INSPECT_AREAS = {"view", "tensors", "export", "convert", "diff"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Block indices other than 0: a folded tree shows block 0 in their place.
@@ -251,7 +253,7 @@ async def test_sharded_sample_layout(sample_factory: SampleFactory) -> None:
 
     assert active == "shards"
     assert "transformer.wte.weight" in layout
-    assert f"Every one of the {format_count(rows)} rows is covered." in layout
+    assert f"Every one of the {format_count(rows)} rows is stored." in layout
     assert "rank0.pt" in layout
     assert "rank1.pt" in layout
 
@@ -575,24 +577,50 @@ async def test_palette_view_command_switches_tab() -> None:
     assert active == "shards"
 
 
-async def test_diff_entry_says_not_available() -> None:
-    if (REPO_ROOT / "olmo_inspect" / "tui" / "screens" / "diff.py").exists():
-        pytest.skip("the diff screen exists, so the placeholder entry is gone")
-    checkpoint = unsharded_checkpoint()
+async def test_palette_entries_all_act(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoint = sharded_checkpoint()
+    monkeypatch.chdir(tmp_path)
 
-    app = InspectApp([UNSHARDED_PATH], loader=records_loader({UNSHARDED_PATH: checkpoint}))
+    app = InspectApp([SHARDED_PATH], loader=records_loader({SHARDED_PATH: checkpoint}))
     async with app.run_test(size=SIZE) as pilot:
         await wait_for_load(pilot)
-        command = next(
-            command
-            for command in app.get_system_commands(app.screen)
-            if command.title == "diff: Compare"
-        )
-        command.callback()
-        await pilot.pause()
-        messages = [notification.message for notification in app._notifications]
+        commands = {command.title: command for command in app.get_system_commands(app.screen)}
+        inspect_titles = {title for title in commands if title.split(":")[0] in INSPECT_AREAS}
 
-    assert any("not available yet" in message for message in messages)
+        commands["view: Maximize"].callback()
+        await pilot.pause()
+        maximized = app.screen.maximized
+        app.screen.action_minimize()
+        await pilot.pause()
+
+        commands["view: Shards"].callback()
+        await pilot.pause()
+        shards_active = app.screen.query_one(TabbedContent).active
+        commands["tensors: Filter"].callback()
+        await pilot.pause()
+        filter_focused = isinstance(app.focused, FilterInput)
+        commands["export: JSON"].callback()
+        await pilot.pause()
+        exported = sorted(path.name for path in tmp_path.iterdir())
+        commands["convert: Start"].callback()
+        await pilot.pause()
+        convert_screen = type(app.screen).__name__
+
+    assert not any(title.startswith("diff:") for title in commands)
+    assert inspect_titles == {
+        *(f"view: {title}" for title in ("Tensors", "Config", "Trainer state", "Files")),
+        "view: Shards",
+        "view: Problems",
+        "view: Maximize",
+        "tensors: Filter",
+        "export: JSON",
+        "convert: Start",
+    }
+    assert maximized is not None
+    assert shards_active == "shards"
+    assert filter_focused
+    assert exported == [f"olmo-inspect-{SHARDED_PATH.name}.json"]
+    assert convert_screen == "ConvertScreen"
 
 
 def test_tui_import_skips_torch() -> None:

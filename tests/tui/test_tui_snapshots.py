@@ -20,6 +20,7 @@ from tui_records import (
 from olmo_inspect.tui import InspectApp
 
 SIZE = (140, 40)
+SMALL = (80, 24)
 
 
 def _app(path: Path, records: dict) -> InspectApp:
@@ -68,3 +69,9 @@ def test_snapshot_convert_targets(snap_compare) -> None:
         await pilot.press("c")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_wizard)
+
+
+def test_snapshot_small_terminal(snap_compare) -> None:
+    app = _app(SHARDED_PATH, {SHARDED_PATH: sharded_checkpoint(world_size=2, missing_rank=1)})
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=wait_for_load)

@@ -163,8 +163,8 @@ def sharded_checkpoint(world_size: int = 2, missing_rank: int | None = None) -> 
     """Build an OLMo 1B ``olmo-sharded-torch-legacy`` checkpoint split by rows over ranks.
 
     Each tensor's rows are cut into ``world_size`` equal pieces, rank r holding piece r in
-    ``rank{r}.pt``. With ``missing_rank`` set, that rank's pieces and file are left out and a
-    problem names the missing file, as a reader would report it.
+    ``rank{r}.pt``. With ``missing_rank`` set, that rank's pieces and file are marked missing
+    and a problem names the missing file, as a reader reports it.
     """
     ranks = [rank for rank in range(world_size) if rank != missing_rank]
     tensors: list[TensorInfo] = []
@@ -173,6 +173,18 @@ def sharded_checkpoint(world_size: int = 2, missing_rank: int | None = None) -> 
     for name, shape in model_shapes().items():
         rows = shape[0] // world_size
         pieces: list[ShardPiece] = []
+        if missing_rank is not None:
+            pieces.append(
+                ShardPiece(
+                    rank=missing_rank,
+                    file=f"rank{missing_rank}.pt",
+                    key=None,
+                    numel=rows * shape[1],
+                    offsets=(missing_rank * rows, 0),
+                    shape=(rows, shape[1]),
+                    missing=True,
+                )
+            )
         for rank in ranks:
             numel = rows * shape[1]
             start = rank_bytes[rank]
@@ -190,6 +202,7 @@ def sharded_checkpoint(world_size: int = 2, missing_rank: int | None = None) -> 
             )
             rank_bytes[rank] += nbytes
             rank_tensors[rank] += 1
+        pieces.sort(key=lambda piece: piece.rank)
         tensors.append(TensorInfo(name=name, shape=shape, dtype=DTYPE, file=None, shards=pieces))
 
     problems = []
@@ -207,6 +220,16 @@ def sharded_checkpoint(world_size: int = 2, missing_rank: int | None = None) -> 
         )
         for rank in ranks
     ]
+    if missing_rank is not None:
+        files.append(
+            FileInfo(
+                path=f"rank{missing_rank}.pt",
+                bytes=0,
+                role="missing",
+                rank=missing_rank,
+                missing=True,
+            )
+        )
     return Checkpoint(
         path=SHARDED_PATH,
         kind=CheckpointKind.OLMO_SHARDED_TORCH_LEGACY,

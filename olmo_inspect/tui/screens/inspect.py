@@ -47,6 +47,22 @@ TAB_TITLES = {
 }
 
 
+# Below this many columns the details pane goes under the tree instead of beside it.
+NARROW_WIDTH = 120
+NARROW_CLASS = "-narrow"
+WIDE_CLASS = "-wide"
+
+
+def files_total(checkpoint: Checkpoint) -> str:
+    """Describe the file list: count, missing files and bytes on disk."""
+    missing = sum(info.missing for info in checkpoint.files)
+    count = f"{len(checkpoint.files):,} files"
+    if missing:
+        count = f"{count} ({missing:,} missing)"
+    nbytes = checkpoint.files_bytes
+    return f"{count}, {format_bytes(nbytes)} ({format_count(nbytes)} bytes)"
+
+
 def has_shards(checkpoint: Checkpoint) -> bool:
     """Return True when the checkpoint is of a sharded kind or lists any shard piece."""
     return checkpoint.kind.is_sharded or any(tensor.shards for tensor in checkpoint.tensors)
@@ -56,6 +72,10 @@ class InspectScreen(Screen[None]):
     """Everything known about one checkpoint, in tabs."""
 
     AUTO_FOCUS = "#tensor-tree"
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, NARROW_CLASS),
+        (NARROW_WIDTH, WIDE_CLASS),
+    ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "focus_filter", "Filter"),
         Binding("e", "export_json", "Export JSON"),
@@ -89,7 +109,10 @@ class InspectScreen(Screen[None]):
 
         yield CheckpointHeader(checkpoint, self.summary, id="checkpoint-header")
         with TabbedContent(initial=TAB_TENSORS, id="tabs"):
-            with TabPane(TAB_TITLES[TAB_TENSORS], id=TAB_TENSORS), Horizontal():
+            with (
+                TabPane(TAB_TITLES[TAB_TENSORS], id=TAB_TENSORS),
+                Horizontal(id="tensor-panes"),
+            ):
                 with Vertical(id="tree-column"):
                     yield FilterInput(id="filter")
                     yield TensorTree(checkpoint.tensors, optimizer_tensors, id="tensor-tree")
@@ -103,11 +126,7 @@ class InspectScreen(Screen[None]):
                 yield TrainStateView(checkpoint, id="train-state-view")
 
             with TabPane(TAB_TITLES[TAB_FILES], id=TAB_FILES), Vertical():
-                total = (
-                    f"{len(checkpoint.files):,} files, {format_bytes(checkpoint.files_bytes)} "
-                    f"({format_count(checkpoint.files_bytes)} bytes)"
-                )
-                yield Static(total, markup=False, id="files-total")
+                yield Static(files_total(checkpoint), markup=False, id="files-total")
                 yield FilesTable(checkpoint.files, id="files-table")
 
             if self.sharded:
@@ -153,7 +172,7 @@ class InspectScreen(Screen[None]):
 
     @on(Input.Changed, "#filter")
     def filter_tree(self, event: Input.Changed) -> None:
-        """Rebuild the tree from the tensors whose names contain the filter text."""
+        """Rebuild the tree from the tensors whose names pass the filter."""
         self.query_one(TensorTree).apply_filter(event.value)
         self.refresh_bindings()
 

@@ -10,9 +10,14 @@ from textual.widgets import DataTable
 from olmo_inspect.model import FileInfo
 from olmo_inspect.tui.text import format_bytes, format_count, safe
 
+MISSING_STYLE = "bold red"
+
 
 class FilesTable(DataTable[Text]):
-    """Path, role, rank, size and tensor count of each file, in the reader's order."""
+    """Path, role, rank, size and tensor count of each file, in the reader's order.
+
+    Files the metadata names but the folder lacks show their path in red and "missing" as size.
+    """
 
     def __init__(self, files: Sequence[FileInfo], *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
@@ -27,10 +32,16 @@ class FilesTable(DataTable[Text]):
         self.add_column("tensors", key="tensors")
 
         for info in self._files:
+            if info.missing:
+                size = Text("missing", style=MISSING_STYLE, justify="right")
+                path = safe(info.path, style=MISSING_STYLE)
+            else:
+                size = Text(format_bytes(info.bytes), justify="right")
+                path = safe(info.path)
             self.add_row(
-                safe(info.path),
+                path,
                 safe(info.role),
                 safe(info.rank),
-                Text(format_bytes(info.bytes), justify="right"),
+                size,
                 Text(format_count(info.tensors), justify="right"),
             )

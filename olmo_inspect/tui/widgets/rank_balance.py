@@ -9,19 +9,27 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from olmo_inspect.model import Checkpoint, dtype_size
+from olmo_inspect.model import Checkpoint, FileInfo, dtype_size
+from olmo_inspect.tui.fitted_table import FittedTable, shorten_path
 from olmo_inspect.tui.text import format_bytes, format_count, safe
 
 # Width of the bar drawn for the rank holding the most bytes.
 BAR_WIDTH = 30
 
+MISSING_STYLE = "bold red"
+
 
 @dataclass
 class RankTotals:
-    """Totals of one rank: its files, their bytes on disk and its share of model tensor bytes."""
+    """Totals of one rank: its files, their bytes on disk and its share of model tensor bytes.
+
+    ``missing_files`` counts the files the metadata names for this rank but the folder lacks;
+    ``files`` counts only the files on disk.
+    """
 
     rank: int
     files: int = 0
+    missing_files: int = 0
     file_bytes: int = 0
     tensor_bytes: int = 0
 
@@ -35,6 +43,9 @@ def rank_totals(checkpoint: Checkpoint) -> list[RankTotals]:
 
     for info in checkpoint.files:
         if info.rank is None:
+            continue
+        if info.missing:
+            entry(info.rank).missing_files += 1
             continue
         entry(info.rank).files += 1
         entry(info.rank).file_bytes += info.bytes
@@ -73,6 +84,32 @@ def _bar(value: int, largest: int) -> Text:
     return Text("█" * filled + "·" * (BAR_WIDTH - filled), style="dodger_blue2")
 
 
+def _files_cell(entry: RankTotals) -> Text:
+    if entry.missing_files:
+        return Text(f"{entry.files} + {entry.missing_files} missing", style=MISSING_STYLE)
+    return Text(format_count(entry.files), style="" if entry.files else MISSING_STYLE)
+
+
+def _rank_files_table(files: list[FileInfo], path_width: int | None) -> Table:
+    table = Table(box=None, padding=(0, 1), header_style="bold")
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("file", no_wrap=True, overflow="ellipsis")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("tensors", justify="right", no_wrap=True)
+    for info in files:
+        path = safe(shorten_path(info.path, path_width))
+        if info.missing:
+            path.stylize(MISSING_STYLE)
+            size = Text("missing", style=MISSING_STYLE)
+            expected = "-" if not info.tensors else f"{format_count(info.tensors)} expected"
+            tensors = Text(expected, style="red")
+        else:
+            size = Text(format_bytes(info.bytes))
+            tensors = Text(format_count(info.tensors))
+        table.add_row(safe(info.rank), path, size, tensors)
+    return table
+
+
 def balance_renderable(checkpoint: Checkpoint) -> RenderableType:
     """Build the per-rank files table and the bytes-per-rank table with the imbalance line."""
     ranked_files = sorted(
@@ -82,18 +119,8 @@ def balance_renderable(checkpoint: Checkpoint) -> RenderableType:
     if not ranked_files and not any(tensor.shards for tensor in checkpoint.tensors):
         return Text("No per-rank files are listed for this checkpoint.", style="dim")
 
-    files = Table(box=None, padding=(0, 1), header_style="bold")
-    files.add_column("rank", justify="right")
-    files.add_column("file", overflow="fold")
-    files.add_column("size", justify="right")
-    files.add_column("tensors", justify="right")
-    for info in ranked_files:
-        files.add_row(
-            safe(info.rank),
-            safe(info.path),
-            Text(format_bytes(info.bytes)),
-            Text(format_count(info.tensors)),
-        )
+    paths = [info.path for info in ranked_files]
+    files = FittedTable(lambda width: _rank_files_table(ranked_files, width), paths)
 
     totals = rank_totals(checkpoint)
     largest = max((entry.file_bytes or entry.tensor_bytes for entry in totals), default=0)
@@ -106,13 +133,14 @@ def balance_renderable(checkpoint: Checkpoint) -> RenderableType:
     for entry in totals:
         balance.add_row(
             Text(str(entry.rank)),
-            Text(format_count(entry.files), style="" if entry.files else "bold red"),
+            _files_cell(entry),
             Text(format_bytes(entry.file_bytes)),
             Text(format_bytes(entry.tensor_bytes)),
             _bar(entry.file_bytes or entry.tensor_bytes, largest),
         )
 
-    file_bytes = {entry.rank: entry.file_bytes for entry in totals}
+    # A rank with a missing file would read as the lightest, so only complete ranks are compared.
+    file_bytes = {entry.rank: entry.file_bytes for entry in totals if not entry.missing_files}
     tensor_bytes = {entry.rank: entry.tensor_bytes for entry in totals}
     return Group(
         Text("Files by rank", style="bold underline"),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from pathlib import Path
 
 from rich.text import Text
 from textual.widgets import DataTable
@@ -22,12 +23,30 @@ def _complete_cell(entry: RunEntry) -> Text:
     return Text(f"✘ {count} {noun}", style="red")
 
 
-class RunTable(DataTable[Text]):
-    """Step, kind, size, completeness and ``latest`` mark of each checkpoint; enter opens one."""
+RUN_FOLDER_KIND = "run folder"
 
-    def __init__(self, entries: Sequence[RunEntry], *, id: str | None = None) -> None:
+
+class RunTable(DataTable[Text]):
+    """Step, kind, size, completeness and ``latest`` mark of each checkpoint; enter opens one.
+
+    Entries whose path is in ``run_folders`` show "run folder" as their kind.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[RunEntry],
+        *,
+        run_folders: Collection[Path] = (),
+        id: str | None = None,
+    ) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.entries = list(entries)
+        self.run_folders = set(run_folders)
+
+    def _kind_cell(self, entry: RunEntry) -> Text:
+        if entry.path in self.run_folders:
+            return Text(RUN_FOLDER_KIND, style="bold")
+        return safe(None if entry.kind is None else str(entry.kind))
 
     def on_mount(self) -> None:
         """Fill the table."""
@@ -41,7 +60,7 @@ class RunTable(DataTable[Text]):
         for index, entry in enumerate(self.entries):
             self.add_row(
                 Text(format_count(entry.step), justify="right"),
-                safe(None if entry.kind is None else str(entry.kind)),
+                self._kind_cell(entry),
                 Text(format_bytes(entry.bytes), justify="right"),
                 _complete_cell(entry),
                 Text("latest", style="bold yellow") if entry.latest else Text(""),

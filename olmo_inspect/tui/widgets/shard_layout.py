@@ -76,7 +76,7 @@ class LayoutBars:
             :MAX_PIECE_BARS
         ]:
             label = "rank -" if piece.rank is None else f"rank {piece.rank}"
-            yield self._piece_line(label, piece.rank, span, cells)
+            yield self._piece_line(label, piece.rank, span, cells, missing=piece.missing)
 
         hidden = len(spans) - MAX_PIECE_BARS
         if hidden > 0:
@@ -109,9 +109,18 @@ class LayoutBars:
         return Text(f"{'':<{LABEL_WIDTH}}{left}{' ' * gap}{right}", style="dim")
 
     def _piece_line(
-        self, label: str, rank: int | None, span: tuple[int, int] | None, cells: int
+        self,
+        label: str,
+        rank: int | None,
+        span: tuple[int, int] | None,
+        cells: int,
+        *,
+        missing: bool,
     ) -> Text:
-        text = Text(f"{label:<{LABEL_WIDTH}}", style=rank_color(rank))
+        """Draw one piece's bar; a piece whose file is missing is drawn in the missing style."""
+        color = MISSING_STYLE if missing else rank_color(rank)
+        fill = MISSING_CELL if missing else FULL_CELL
+        text = Text(f"{label:<{LABEL_WIDTH}}", style=color)
         length = self.layout.length
         if span is None:
             text.append("(cannot be placed on this axis)", style="dim")
@@ -123,9 +132,7 @@ class LayoutBars:
         for cell in range(cells):
             start, end = _cell_bounds(cell, cells, length)
             inside = span[0] < end and start < span[1]
-            text.append(
-                FULL_CELL if inside else EMPTY_CELL, style=rank_color(rank) if inside else "dim"
-            )
+            text.append(fill if inside else EMPTY_CELL, style=color if inside else "dim")
         return text
 
 
@@ -133,16 +140,24 @@ def _missing_text(layout: TensorLayout) -> Text:
     unit = "rows" if layout.axis is Axis.ROWS else "elements"
     if not layout.missing:
         return Text(
-            f"Every one of the {format_count(layout.length)} {unit} is covered.", style="green"
+            f"Every one of the {format_count(layout.length)} {unit} is stored.", style="green"
         )
 
     text = Text(
         f"{format_count(layout.missing_count)} of {format_count(layout.length)} {unit} "
-        "are not fully covered by any piece:\n",
+        "not available:\n",
         style=MISSING_STYLE,
     )
     for bounds in layout.missing:
         text.append(f"  {unit} {format_range(bounds)}\n", style="red")
+
+    files = layout.missing_files()
+    if files:
+        noun = "file" if len(files) == 1 else "files"
+        text.append(f"  stored only in the missing {noun} ", style="red")
+        text.append(safe_text(", ".join(files)), style="red")
+    else:
+        text.append("  no piece stores them", style="red")
     return text
 
 
@@ -189,6 +204,7 @@ def layout_renderable(tensor: TensorInfo) -> RenderableType:
         _legend(layout),
         Text(""),
         _missing_text(layout),
+        Text(""),
         Text("Pieces", style="bold underline"),
         pieces_table(tensor.shards),
     )

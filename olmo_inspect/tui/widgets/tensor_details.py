@@ -8,6 +8,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 from olmo_inspect.model import ShardPiece, TensorInfo, dtype_size
+from olmo_inspect.tui.fitted_table import FittedTable, shorten_path
+from olmo_inspect.tui.shard_geometry import Axis, TensorLayout, layout_tensor
 from olmo_inspect.tui.text import (
     format_bytes,
     format_count,
@@ -15,9 +17,13 @@ from olmo_inspect.tui.text import (
     format_range,
     format_shape,
     safe,
+    safe_text,
 )
 
 PLACEHOLDER = "Select a tensor in the tree to see where it is stored."
+
+MISSING_STYLE = "bold red"
+MISSING_MARK = "✘ missing"
 
 
 def _field_table() -> Table:
@@ -66,23 +72,56 @@ def piece_byte_range(piece: ShardPiece) -> tuple[int, int] | None:
     return start, min(start + elements * itemsize, storage_end)
 
 
-def pieces_table(pieces: list[ShardPiece], *, with_elements: bool = True) -> Table:
-    """Build the table of shard pieces: rank, file, extent, elements and byte range."""
+def _pieces_table(pieces: list[ShardPiece], with_elements: bool, path_width: int | None) -> Table:
     table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
-    table.add_column("rank", justify="right")
-    table.add_column("file", overflow="fold")
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("file", no_wrap=True, overflow="ellipsis")
     table.add_column("extent", overflow="fold")
     if with_elements:
-        table.add_column("elements", justify="right")
+        table.add_column("elements", justify="right", no_wrap=True)
     table.add_column("bytes in file", overflow="fold")
 
     for piece in pieces:
-        cells = [safe(piece.rank), safe(piece.file), piece_extent(piece)]
+        file = safe(shorten_path(piece.file, path_width))
+        if piece.missing:
+            file.stylize(MISSING_STYLE)
+            bytes_in_file = Text(MISSING_MARK, style=MISSING_STYLE)
+        else:
+            bytes_in_file = Text(format_range(piece_byte_range(piece)))
+        cells = [safe(piece.rank), file, piece_extent(piece)]
         if with_elements:
             cells.append(Text(format_count(piece.numel)))
-        cells.append(Text(format_range(piece_byte_range(piece))))
+        cells.append(bytes_in_file)
         table.add_row(*cells)
     return table
+
+
+def pieces_table(pieces: list[ShardPiece], *, with_elements: bool = True) -> FittedTable:
+    """Build the table of shard pieces: rank, file, extent, elements and byte range.
+
+    Pieces in files missing from disk show their file in red and "missing" as byte range. File
+    names are shortened from the left when the table is wider than the space, never wrapped.
+    """
+    paths = [piece.file for piece in pieces]
+    return FittedTable(lambda path_width: _pieces_table(pieces, with_elements, path_width), paths)
+
+
+def availability_text(layout: TensorLayout) -> Text:
+    """Describe how much of the tensor the stored pieces hold, naming the missing files."""
+    unit = "rows" if layout.axis is Axis.ROWS else "elements"
+    if not layout.missing:
+        return Text(f"all {format_count(layout.length)} {unit} stored", style="green")
+
+    text = Text(
+        f"✘ {format_count(layout.missing_count)} of {format_count(layout.length)} {unit} "
+        "not available",
+        style=MISSING_STYLE,
+    )
+    files = layout.missing_files()
+    if files:
+        text.append(f"; missing {'file' if len(files) == 1 else 'files'}: ", style="red")
+        text.append(safe_text(", ".join(files)), style="red")
+    return text
 
 
 def details_renderable(tensor: TensorInfo, indices: list[int] | None) -> RenderableType:
@@ -110,6 +149,7 @@ def details_renderable(tensor: TensorInfo, indices: list[int] | None) -> Rendera
         return table
 
     table.add_row("shard pieces", Text(format_count(len(tensor.shards))))
+    table.add_row("stored", availability_text(layout_tensor(tensor)))
     return Group(
         table,
         Text(""),

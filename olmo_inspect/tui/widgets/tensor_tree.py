@@ -26,27 +26,57 @@ MAX_EXPANDED_NODES = 2000
 MODEL_SECTION = "Model"
 OPTIMIZER_SECTION = "Optimizer"
 
+# Marks a tensor, or counts the tensors under a module, whose data is partly in missing files.
+MISSING_MARK = "✘ missing"
+MISSING_STYLE = "bold red"
+
 TreeData = TensorGroup | None
 
+# A node's place in the tree: the section title, then the group labels down to the node.
+NodeKey = tuple[str, ...]
 
-def _count_label(count: int, nbytes: int) -> str:
-    noun = "tensor" if count == 1 else "tensors"
-    return f"{count:,} {noun}, {format_bytes(nbytes)}"
+
+def _count_label(count: int, nbytes: int, total: int | None = None) -> str:
+    """Format ``4 tensors, 32.0 KiB``, or ``4 of 9 tensors, 32.0 KiB`` when filtered."""
+    noun = "tensor" if (total if total is not None else count) == 1 else "tensors"
+    shown = f"{count:,}" if total is None else f"{count:,} of {total:,}"
+    return f"{shown} {noun}, {format_bytes(nbytes)}"
+
+
+def _missing_label(incomplete: int, tensor_count: int) -> str:
+    if tensor_count == 1:
+        return MISSING_MARK
+    return f"{MISSING_MARK}: {incomplete:,}"
 
 
 def group_label(group: TensorGroup) -> Text:
-    """Build a node label: a tensor's shape, dtype and size, or a module's totals."""
+    """Build a node label: a tensor's shape, dtype and size, or a module's totals.
+
+    A tensor whose data is partly in missing files ends with a red "✘ missing"; a module ends
+    with how many of its tensors are so.
+    """
     name = (safe_text(group.label) or '""', "bold" if group.children else "")
+    parts = [name]
     if group.tensor is not None:
         tensor = group.tensor
-        return join_styled(
-            name,
+        parts += [
             (format_shape(tensor.shape), "cyan"),
             (safe_text(tensor.dtype), "magenta"),
             (format_bytes(tensor.nbytes), "dim"),
-        )
+        ]
+    else:
+        parts.append((_count_label(group.tensor_count, group.nbytes), "dim"))
 
-    return join_styled(name, (_count_label(group.tensor_count, group.nbytes), "dim"))
+    if group.incomplete:
+        parts.append((_missing_label(group.incomplete, group.tensor_count), MISSING_STYLE))
+    return join_styled(*parts)
+
+
+def _is_expanded(key: NodeKey, expanded: set[NodeKey] | None, *, default: bool) -> bool:
+    """Return whether the node with ``key`` starts expanded: as saved, else ``default``."""
+    if expanded is None:
+        return default
+    return key in expanded
 
 
 def _count_nodes(groups: Sequence[TensorGroup]) -> int:
@@ -57,7 +87,8 @@ class TensorTree(Tree[TreeData]):
     """Model tensors and optimizer tensors as two branches of one tree.
 
     Moving the cursor onto a tensor posts ``TensorHighlighted``. ``apply_filter`` rebuilds the
-    tree from the tensors whose names contain the text.
+    tree from the tensors whose names pass the filter. Clearing the filter brings back the
+    expanded nodes and the cursor position from before the filter was typed.
     """
 
     def __init__(
@@ -73,17 +104,53 @@ class TensorTree(Tree[TreeData]):
         self._tensors = list(tensors)
         self._optimizer_tensors = list(optimizer_tensors)
         self.filter_text = ""
+        self._node_keys: dict[int, NodeKey] = {}
+        # Expanded nodes and cursor node from before the filter, brought back when it clears.
+        self._saved_expanded: set[NodeKey] | None = None
+        self._saved_cursor: NodeKey | None = None
         self._rebuild()
 
     def apply_filter(self, text: str) -> None:
-        """Show the tensors whose name contains ``text`` (case-insensitive), or all for "".
+        """Show the tensors whose name passes the filter ``text``, or all for "".
 
-        With a non-empty filter the cursor moves to the first matching tensor.
+        See ``tensor_groups.name_matcher`` for the syntax. With a non-empty filter the cursor
+        moves to the first matching tensor; an emptied filter restores the expansion state and
+        cursor from before filtering.
         """
+        was_filtering = bool(self.filter_text.strip())
+        filtering = bool(text.strip())
+        if filtering and not was_filtering:
+            self._saved_expanded = self.expanded_keys()
+            cursor = self.cursor_node
+            self._saved_cursor = None if cursor is None else self._node_keys.get(cursor.id)
+
         self.filter_text = text
-        self._rebuild()
-        if text.strip():
-            self.move_cursor_to_first_tensor()
+        if filtering or self._saved_expanded is None:
+            self._rebuild()
+            if filtering:
+                self.move_cursor_to_first_tensor()
+            return
+
+        expanded, cursor_key = self._saved_expanded, self._saved_cursor
+        self._saved_expanded = self._saved_cursor = None
+        self._rebuild(expanded=expanded)
+        self._restore_cursor(cursor_key)
+
+    def expanded_keys(self) -> set[NodeKey]:
+        """Return the keys (section title, then group labels) of every expanded node."""
+        return {
+            self._node_keys[node.id]
+            for node in self.iter_nodes()
+            if node.is_expanded and node.id in self._node_keys
+        }
+
+    def _restore_cursor(self, key: NodeKey | None) -> None:
+        """Put the cursor back on the node with ``key``, or on the first tensor without one."""
+        for node in self.iter_nodes():
+            if key is not None and self._node_keys.get(node.id) == key:
+                self.call_after_refresh(self._move_and_announce, node)
+                return
+        self.move_cursor_to_first_tensor()
 
     def move_cursor_to_first_tensor(self) -> None:
         """Expand the way to the first tensor, if there is one, and put the cursor on it."""
@@ -123,8 +190,10 @@ class TensorTree(Tree[TreeData]):
             if isinstance(node.data, TensorGroup) and node.data.tensor is not None
         ]
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, expanded: set[NodeKey] | None = None) -> None:
+        """Fill the tree for the current filter; ``expanded`` picks the nodes to expand."""
         self.clear()
+        self._node_keys = {}
         filtering = bool(self.filter_text.strip())
 
         model_groups = group_tensors(filter_tensors(self._tensors, self.filter_text))
@@ -140,28 +209,46 @@ class TensorTree(Tree[TreeData]):
         for title, tensors, groups in sections:
             shown = sum(group.tensor_count for group in groups)
             nbytes = sum(group.nbytes for group in groups)
-            count = _count_label(shown, nbytes)
-            if filtering:
-                count = f"{count} of {len(tensors):,}"
-            label = join_styled((title, "bold"), (count, "dim"))
+            count = _count_label(shown, nbytes, len(tensors) if filtering else None)
+            parts = [(title, "bold"), (count, "dim")]
+            incomplete = sum(group.incomplete for group in groups)
+            if incomplete:
+                parts.append((_missing_label(incomplete, shown), MISSING_STYLE))
+            label = join_styled(*parts)
 
             # The optimizer branch starts folded: it repeats the model's names two or three times.
-            expand_section = title == MODEL_SECTION or filtering
+            key: NodeKey = (title,)
+            expand_section = _is_expanded(
+                key, expanded, default=title == MODEL_SECTION or filtering
+            )
             section = self.root.add(label, data=None, expand=expand_section)
+            self._node_keys[section.id] = key
             if not groups:
                 section.add_leaf(Text("no tensors match the filter", style="dim italic"))
             for group in groups:
-                self._add_group(section, group, depth=0, expand_all=expand_all)
+                self._add_group(
+                    section, group, key, depth=0, expand_all=expand_all, expanded=expanded
+                )
 
     def _add_group(
-        self, parent: TreeNode[TreeData], group: TensorGroup, *, depth: int, expand_all: bool
+        self,
+        parent: TreeNode[TreeData],
+        group: TensorGroup,
+        parent_key: NodeKey,
+        *,
+        depth: int,
+        expand_all: bool,
+        expanded: set[NodeKey] | None,
     ) -> None:
+        key = (*parent_key, group.label)
         if not group.children:
-            parent.add_leaf(group_label(group), data=group)
+            leaf = parent.add_leaf(group_label(group), data=group)
+            self._node_keys[leaf.id] = key
             return
 
-        expand = expand_all or depth == 0
+        expand = _is_expanded(key, expanded, default=expand_all or depth == 0)
         node = parent.add(group_label(group), data=group, expand=expand)
+        self._node_keys[node.id] = key
         if group.folded and group.indices is not None:
             indices = format_indices(group.indices)
             note = Text(
@@ -172,7 +259,9 @@ class TensorTree(Tree[TreeData]):
             node.add_leaf(note, data=None)
 
         for child in group.children:
-            self._add_group(node, child, depth=depth + 1, expand_all=expand_all)
+            self._add_group(
+                node, child, key, depth=depth + 1, expand_all=expand_all, expanded=expanded
+            )
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[TreeData]) -> None:
         """Post ``TensorHighlighted`` when the cursor lands on a tensor."""

@@ -1,7 +1,12 @@
-"""The trainer state tab: step, tokens seen, the other trainer fields and the optimizer layout."""
+"""The trainer state tab: step, tokens seen, the other trainer fields and the optimizer layout.
+
+Nested values (the data loader state, callbacks, optimizer param groups) are drawn as an
+indented key/value tree, lists of short scalars on one line, and None as ``-``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -15,6 +20,16 @@ from olmo_inspect.tui.text import format_bytes, format_count, safe, safe_text
 # Maximum characters of one value shown in full, because RNG states and checkpoint lists can
 # be many kilobytes long.
 MAX_VALUE_CHARS = 300
+
+# A list of scalars this short (joined with ", ") shows on one line; longer ones get a row each.
+MAX_INLINE_CHARS = 80
+
+# Rows shown per dict or list before the rest is summarised as "… N more", and nesting shown.
+MAX_CHILDREN = 20
+MAX_DEPTH = 6
+
+INDENT = "  "
+EMPTY = "(empty)"
 
 
 def format_value(value: Any) -> Text:
@@ -40,6 +55,56 @@ def _field_table() -> Table:
     return table
 
 
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, Mapping | list | tuple)
+
+
+def _inline_list(items: list[Any] | tuple[Any, ...]) -> Text | None:
+    """Join a list of scalars on one line, or return None for containers or long lists."""
+    if not all(_is_scalar(item) for item in items):
+        return None
+    joined = Text(", ").join(format_value(item) for item in items)
+    if len(joined.plain) > MAX_INLINE_CHARS:
+        return None
+    return joined
+
+
+def add_value_rows(table: Table, key: str, value: Any, depth: int = 0) -> None:
+    """Add ``key`` and ``value`` to ``table``, with a row per item of a dict or list.
+
+    Children are indented under their key; past ``MAX_DEPTH`` levels or ``MAX_CHILDREN``
+    items the rest is counted, not shown.
+    """
+    label = Text(INDENT * depth + safe_text(key))
+    if _is_scalar(value):
+        table.add_row(label, format_value(value))
+        return
+    if not value:
+        table.add_row(label, Text(EMPTY, style="dim"))
+        return
+
+    if isinstance(value, list | tuple):
+        inline = _inline_list(value)
+        if inline is not None:
+            table.add_row(label, inline)
+            return
+        items: list[tuple[str, Any]] = [(f"[{index}]", item) for index, item in enumerate(value)]
+    else:
+        items = [(str(name), item) for name, item in value.items()]
+
+    noun = "item" if len(items) == 1 else "items"
+    if depth >= MAX_DEPTH:
+        table.add_row(label, Text(f"{len(items):,} {noun} nested too deep to show", style="dim"))
+        return
+
+    table.add_row(label, Text(f"{len(items):,} {noun}", style="dim"))
+    for name, item in items[:MAX_CHILDREN]:
+        add_value_rows(table, name, item, depth + 1)
+    hidden = len(items) - MAX_CHILDREN
+    if hidden > 0:
+        table.add_row(Text(INDENT * (depth + 1) + "…"), Text(f"{hidden:,} more", style="dim"))
+
+
 def train_state_renderable(checkpoint: Checkpoint) -> RenderableType:
     """Build the trainer state and optimizer sections for ``checkpoint``."""
     parts: list[RenderableType] = [Text("Trainer state", style="bold underline")]
@@ -53,7 +118,7 @@ def train_state_renderable(checkpoint: Checkpoint) -> RenderableType:
         table.add_row("step", format_value(state.step))
         table.add_row("tokens seen", format_value(state.tokens_seen))
         for name, value in state.fields.items():
-            table.add_row(safe(name), format_value(value))
+            add_value_rows(table, str(name), value)
         parts.append(table)
 
     parts.extend([Text(""), Text("Optimizer", style="bold underline")])
@@ -68,8 +133,7 @@ def train_state_renderable(checkpoint: Checkpoint) -> RenderableType:
     table.add_row("state keys", safe(", ".join(optimizer.state_keys) or None))
     table.add_row("files", safe(", ".join(optimizer.files) or None))
     for index, group in enumerate(optimizer.param_groups):
-        fields = ", ".join(f"{key}={value}" for key, value in group.items())
-        table.add_row(f"param group {index}", format_value(fields))
+        add_value_rows(table, f"param group {index}", group)
     parts.append(table)
     return Group(*parts)
 
