@@ -335,7 +335,7 @@ async def test_several_targets_start_on_picker() -> None:
         opened = app.screen
 
     assert isinstance(picker, RunFolderScreen)
-    assert [row[5] for row in rows] == [str(UNSHARDED_PATH), str(SHARDED_PATH)]
+    assert [row[5] for row in rows] == [UNSHARDED_PATH.name, SHARDED_PATH.name]
     assert [row[1] for row in rows] == [str(path_record.kind) for path_record in records.values()]
     assert isinstance(opened, InspectScreen)
     assert opened.checkpoint is records[SHARDED_PATH]
@@ -352,7 +352,7 @@ async def test_run_folder_record_marks_latest() -> None:
         titles = [command.title for command in app.get_system_commands(app.screen)]
 
     latest = [row[5] for row in rows if row[4] == "latest"]
-    expected = [str(entry.path) for entry in folder.checkpoints if entry.latest]
+    expected = [entry.path.name for entry in folder.checkpoints if entry.latest]
     assert latest == expected
     assert "run: Open latest" in titles
 

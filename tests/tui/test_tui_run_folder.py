@@ -76,12 +76,12 @@ async def test_picker_opens_run_folder_target() -> None:
         await pilot.pause()
         back_to_picker = app.screen
 
-    assert [row[5] for row in rows] == [str(UNSHARDED_PATH), str(folder.path)]
+    assert [row[5] for row in rows] == [UNSHARDED_PATH.name, folder.path.name]
     assert rows[1][1] == RUN_FOLDER_KIND
     assert DANGLING_NOTE in picker_details
     assert f"{SHARDED_PATH.name}: {SHARDED_PROBLEMS[0]}" in picker_details
     assert isinstance(run_screen, RunFolderScreen)
-    assert [row[5] for row in run_rows] == [str(entry.path) for entry in folder.checkpoints]
+    assert [row[5] for row in run_rows] == [entry.path.name for entry in folder.checkpoints]
     assert isinstance(opened, InspectScreen)
     assert opened.checkpoint.path == folder.checkpoints[0].path
     assert back_to_run is run_screen

@@ -34,6 +34,10 @@ class RankTotals:
     tensor_bytes: int = 0
 
 
+# A rank this far above the mean (as a fraction) counts as balanced.
+BALANCED_EXCESS = 0.01
+
+
 def rank_totals(checkpoint: Checkpoint) -> list[RankTotals]:
     """Sum file bytes (from the file list) and model shard bytes (from the pieces) per rank."""
     totals: dict[int, RankTotals] = {}
@@ -71,11 +75,12 @@ def imbalance_text(values: dict[int, int], what: str) -> Text:
     mean = sum(values.values()) / len(values)
     heaviest = max(values, key=lambda rank: values[rank])
     excess = values[heaviest] / mean - 1
-    style = "green" if excess < 0.01 else "yellow"
+    if excess < BALANCED_EXCESS:
+        return Text(f"Balanced {what}: every rank is within 1% of the mean.", style="green")
     return Text(
         f"Imbalance in {what}: rank {heaviest} holds {format_bytes(values[heaviest])}, "
         f"{excess:.1%} above the mean of {format_bytes(round(mean))}.",
-        style=style,
+        style="yellow",
     )
 
 

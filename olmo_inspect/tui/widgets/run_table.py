@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -55,16 +56,23 @@ class RunTable(DataTable[Text]):
         self.add_column("size", key="size")
         self.add_column("status", key="status")
         self.add_column("latest", key="latest")
-        self.add_column("path", key="path")
+        self.add_column("checkpoint", key="path")
 
+        # Show paths below the entries' common folder, so long shared prefixes do not push the
+        # part that tells entries apart out of view.
+        paths = [str(entry.path) for entry in self.entries]
+        common = os.path.commonpath(paths) if len(paths) > 1 else None
         for index, entry in enumerate(self.entries):
+            shown = os.path.relpath(entry.path, common) if common else "."
+            if shown == ".":
+                shown = entry.path.name
             self.add_row(
                 Text(format_count(entry.step), justify="right"),
                 self._kind_cell(entry),
                 Text(format_bytes(entry.bytes), justify="right"),
                 _complete_cell(entry),
                 Text("latest", style="bold yellow") if entry.latest else Text(""),
-                safe(str(entry.path)),
+                safe(shown),
                 key=str(index),
             )
 
