@@ -2,16 +2,21 @@
 
 Builds (once, under ``$OLMO_INSPECT_BENCH_CACHE`` or ``~/.cache/olmo-inspect/bench``) an
 OLMo-1B-shaped bfloat16 unsharded checkpoint (d_model 2048, 16 layers, 16 heads, fused ff_proj
-of 16384 rows, 50304 embedding rows, tied, about 2.35 GB) and times three whole processes,
+of 16384 rows, 50304 embedding rows, tied, about 2.35 GB) and times four whole processes,
 back to back, median of ``--repeat`` runs:
 
-- ``olmo-inspect convert SRC --to transformers --no-verify``;
-- the floor: ``cp model.pt`` then ``sync``;
+- ``olmo-inspect convert SRC --to transformers --no-verify`` into a folder that does not exist,
+  and the same with verification (the default), reported on its own row;
+- the floor: ``cp model.pt`` to a file that does not exist, then ``sync`` of that file (an
+  fsync, as the converter does for its outputs; a bare ``sync`` would also time other
+  processes' writes);
 - the baseline: ``torch.load`` the state dict, split the fused rows, build the transformers
   model, ``load_state_dict`` and ``save_pretrained`` (what a hand-written script does).
 
-Each process also reports its peak RSS (``ru_maxrss`` of the child). Needs about 10 GB of
-free disk. Run by hand: ``python3 bench/convert.py``; never run in the test suite.
+Before each timed command its previous output is deleted, the disk is synced and left idle for
+``SETTLE_SECONDS`` (all outside the timing), so no command pays for another's writes. Each
+process also reports its peak RSS (``ru_maxrss`` of the child). Needs about 10 GB of free disk.
+Run by hand: ``python3 bench/convert.py``; never run in the test suite.
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_ENV = "OLMO_INSPECT_BENCH_CACHE"
 DEFAULT_CACHE = Path.home() / ".cache" / "olmo-inspect" / "bench"
 CHECKPOINT_NAME = "olmo-1b-shaped-bf16"
-DEFAULT_REPEAT = 3
+DEFAULT_REPEAT = 5
+# Pause before each timed command, after deleting its previous output and syncing, so that
+# the discards and writeback of the commands before it stay out of its timing. An estimate: a
+# filesystem mounted with online discard may still be trimming gigabytes when sync returns.
+SETTLE_SECONDS = 3
 
 BASELINE_SCRIPT = """
 import sys, torch
@@ -136,6 +145,16 @@ def measure(command: list[str]) -> tuple[float, int]:
     return float(elapsed), int(peak)
 
 
+def settle(output: Path) -> None:
+    """Delete a previous output, flush the page cache to disk and let the disk go idle."""
+    if output.is_dir():
+        shutil.rmtree(output)
+    elif output.exists():
+        output.unlink()
+    subprocess.run(["sync"], check=True)
+    time.sleep(SETTLE_SECONDS)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="runs per command")
@@ -166,7 +185,11 @@ def main() -> int:
         "--force",
         "--json",
     ]
-    floor = ["sh", "-c", f"cp {source / 'model.pt'} {work / 'copy.pt'} && sync"]
+    verified_output = work / "verified"
+    verified = [argument for argument in ours if argument != "--no-verify"]
+    verified[verified.index(str(ours_output))] = str(verified_output)
+    copy = work / "copy.pt"
+    floor = ["sh", "-c", f"cp {source / 'model.pt'} {copy} && sync {copy}"]
     baseline = [
         sys.executable,
         "-c",
@@ -179,15 +202,18 @@ def main() -> int:
     results: dict[str, list[tuple[float, int]]] = {
         "olmo-inspect": [],
         "cp+sync": [],
+        "olmo-inspect verify": [],
         "load+save_pretrained": [],
     }
     for _ in range(args.repeat):
+        settle(ours_output)
         results["olmo-inspect"].append(measure(ours))
-        subprocess.run(["sync"], check=True)
+        settle(copy)
         results["cp+sync"].append(measure(floor))
-        (work / "copy.pt").unlink()
+        settle(verified_output)
+        results["olmo-inspect verify"].append(measure(verified))
+        settle(work / "baseline")
         results["load+save_pretrained"].append(measure(baseline))
-        shutil.rmtree(work / "baseline")
 
     medians = {name: statistics.median(t for t, _ in runs) for name, runs in results.items()}
     for name, runs in results.items():
@@ -196,6 +222,7 @@ def main() -> int:
         print(f"{name:<22} median {medians[name]:7.2f} s  runs [{times}]  peak RSS {peak:.0f} MiB")
     floor_time = medians["cp+sync"]
     print(f"olmo-inspect / cp+sync            = {medians['olmo-inspect'] / floor_time:.2f}")
+    print(f"olmo-inspect verify / cp+sync     = {medians['olmo-inspect verify'] / floor_time:.2f}")
     print(
         f"load+save_pretrained / olmo-inspect = "
         f"{medians['load+save_pretrained'] / medians['olmo-inspect']:.2f}"

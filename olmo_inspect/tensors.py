@@ -15,12 +15,14 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from olmo_inspect.errors import CorruptFile, IncompleteCheckpoint, UnsupportedFormat
 from olmo_inspect.io.dcp_metadata import read_item_tensor
 from olmo_inspect.model import Checkpoint, ShardPiece, StoredBytes, TensorInfo, dtype_size
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class ByteRange:
 
 def torch_dtype(name: str) -> torch.dtype:
     """Return the torch dtype spelled ``name`` (``"bfloat16"``); raises UnsupportedFormat."""
+    import torch
+
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype):
         raise UnsupportedFormat(f"dtype {name!r} is not a torch dtype; this tool cannot read it")
@@ -186,6 +190,8 @@ def _read_stored_rows(
     checkpoint: Checkpoint, tensor: TensorInfo, stored: StoredBytes, start: int, end: int
 ) -> torch.Tensor:
     """Read rows of an unsharded tensor from its storage, honouring offset and stride."""
+    import torch
+
     row_shape = (end - start, *tensor.shape[1:])
     if stored.is_contiguous(tensor.shape):
         row_numel = math.prod(tensor.shape[1:])
@@ -214,6 +220,8 @@ def _assemble_rows(
     row_shape: tuple[int, ...],
 ) -> torch.Tensor:
     """Assemble rows ``[start, end)`` of a sharded tensor from the pieces that overlap them."""
+    import torch
+
     dtype = torch_dtype(tensor.dtype)
     out = torch.empty(row_shape, dtype=dtype)
     flat_out = out.view(-1)
@@ -337,6 +345,8 @@ def _read_elements(
     checkpoint: Checkpoint, stored: StoredBytes, first: int, count: int
 ) -> torch.Tensor:
     """Read ``count`` elements of ``stored`` starting at storage element ``first`` (a 1-d view)."""
+    import torch
+
     element_size = dtype_size(stored.dtype)
     if element_size == 0:
         raise UnsupportedFormat(

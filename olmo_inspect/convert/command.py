@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from olmo_inspect.errors import EXIT_INVALID, EXIT_OK, ConversionError, UsageError
+from olmo_inspect.errors import (
+    EXIT_INVALID,
+    EXIT_OK,
+    ConversionError,
+    IncompleteCheckpoint,
+    UsageError,
+)
 from olmo_inspect.model import CheckpointKind
 
 log = logging.getLogger(__name__)
@@ -102,7 +108,11 @@ def add_convert_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> Any:
-    """Build ``ConvertOptions`` from parsed ``convert`` arguments."""
+    """Build ``ConvertOptions`` from parsed ``convert`` arguments.
+
+    A run (not ``--dry-run``) builds a Transformers config on a background thread while the
+    tensors are written, because importing transformers takes seconds.
+    """
     from olmo_inspect.convert.engine import DEFAULT_MAX_SHARD_SIZE, ConvertOptions
     from olmo_inspect.convert.mapping import MappingOptions
 
@@ -110,6 +120,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         fix_eos_token_id=not args.keep_eos_token_id,
         tokenizer_dir=args.tokenizer,
         dtype=args.dtype,
+        defer_transformers_config=not args.dry_run,
     )
     return ConvertOptions(
         output=args.output,
@@ -141,9 +152,10 @@ def run_convert(args: argparse.Namespace) -> int:
             f"{args.source} is a training run folder; pass one of its step checkpoints"
         )
     if source.problems:
-        raise UsageError(
-            f"{args.source}: the checkpoint is incomplete ({source.problems[0]}); "
-            "fix it before converting"
+        more = f" and {len(source.problems) - 1} more problems" if len(source.problems) > 1 else ""
+        raise IncompleteCheckpoint(
+            f"{args.source}: the checkpoint is incomplete ({source.problems[0]}{more}); "
+            "restore the missing or damaged files before converting"
         )
 
     target = CheckpointKind(args.target)
@@ -203,9 +215,17 @@ def _run_with_progress(engine: Any, plan: Any, show: bool) -> Any:
 
 
 def render_plan(plan: Any, tensors: bool = True) -> str:
-    """Render a plan as plain text: summary, files, tensors (optional), notes and problems."""
+    """Render a plan as plain text: summary, files, tensors (optional), notes and problems.
+
+    The full plan (``tensors``) waits for text files built in the background. The summary does
+    not: it lists them as pending and the disk line counts them with an upper bound.
+    """
     from olmo_inspect.convert.layout import Method
 
+    if tensors:
+        plan.resolve_files()
+    pending = any(item.pending for item in plan.files)
+    disk_prefix = "about " if pending else ""
     lines = [
         f"convert {plan.source.path} ({plan.source.kind}) -> {plan.target}",
         f"output   {plan.output}",
@@ -213,10 +233,13 @@ def render_plan(plan: Any, tensors: bool = True) -> str:
         f"tensors  {len(plan.steps)} ({plan.copied} byte copies, "
         f"{len(plan.steps) - plan.copied} materialised), {_size(plan.tensor_bytes)}",
         f"memory   about {_size(plan.peak_memory)} at peak (estimate)",
-        f"disk     {_size(plan.disk_needed)} needed, {_size(plan.disk_free)} free",
+        f"disk     {disk_prefix}{_size(plan.disk_needed)} needed, {_size(plan.disk_free)} free",
         "files:",
     ]
     for item in plan.files:
+        if item.pending:
+            lines.append(f"  {item.path:<40} {'pending':>10}  text, written after the tensors")
+            continue
         count = f"{item.tensors} tensors" if item.tensors else str(item.format)
         lines.append(f"  {item.path:<40} {_size(item.nbytes):>10}  {count}")
     if tensors:

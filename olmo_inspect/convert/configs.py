@@ -4,13 +4,15 @@ Builds Transformers ``config.json`` and ``generation_config.json`` with transfor
 classes (imported lazily, inside the functions that need them), OLMo's ``config.yaml`` with
 ``yaml.safe_dump``, and ``hf_olmo``'s ``config.json``. The ``check_*`` functions return None
 when a config fits a target, else one sentence naming the setting that blocks it and what would
-work. Reads no tensor data and never imports torch.
+work. Reads no tensor data. Only the Transformers config builders import transformers, whose
+config classes import torch; ``DeferredConfigFiles`` runs them on a background thread.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import yaml
 
 from olmo_inspect.convert.olmo_names import OlmoDims, olmo_dims
+from olmo_inspect.errors import ConversionError
 
 log = logging.getLogger(__name__)
 
@@ -544,6 +547,52 @@ def transformers_config_files(config: Any) -> dict[str, str]:
         CONFIG_JSON: config.to_json_string(use_diff=True),
         GENERATION_CONFIG_JSON: generation.to_json_string(use_diff=True),
     }
+
+
+class DeferredConfigFiles:
+    """``config.json`` and ``generation_config.json`` rendered by transformers on a thread.
+
+    Importing transformers' config classes (and torch through them) takes one to three seconds,
+    which a conversion that only copies bytes can overlap with its copies. The thread starts in
+    the constructor; ``result`` waits for it.
+    """
+
+    names = (CONFIG_JSON, GENERATION_CONFIG_JSON)
+
+    def __init__(self, model_type: str, fields: dict[str, Any]) -> None:
+        if "tie_word_embeddings" not in fields:
+            raise ValueError("tie_word_embeddings must be set explicitly")
+        self.model_type = model_type
+        self._fields = dict(fields)
+        self._files: dict[str, str] | None = None
+        self._error: Exception | None = None
+        # Not a daemon: interpreter shutdown must not stop the thread inside an import.
+        self._thread = threading.Thread(
+            target=self._build, name=f"build {model_type} config", daemon=False
+        )
+        self._thread.start()
+
+    def _build(self) -> None:
+        try:
+            config = build_transformers_config(self.model_type, self._fields)
+            self._files = transformers_config_files(config)
+        except Exception as error:  # re-raised by result() on the caller's thread
+            self._error = error
+
+    def result(self) -> dict[str, str]:
+        """Wait for the thread and return the file texts by file name.
+
+        Raises:
+            ConversionError: transformers could not build the config.
+        """
+        self._thread.join()
+        if self._error is not None:
+            raise ConversionError(
+                f"transformers failed to build the {self.model_type} config.json: "
+                f"{self._error}; check that the installed transformers supports {self.model_type}"
+            ) from self._error
+        assert self._files is not None
+        return self._files
 
 
 def olmo_transformers_fields(

@@ -7,6 +7,11 @@ renames it into place, so an interrupted run never leaves an output that looks c
 ``verify`` re-reads every output tensor with the safetensors library or
 ``torch.load(weights_only=True)`` and compares it with its source. The CLI and the TUI call
 these same functions. The input checkpoint is only ever read.
+
+This module imports torch only where a tensor is materialised or a CUDA device is named.
+``run`` writes a Transformers config built on a background thread (see
+``MappingOptions.defer_transformers_config``) after the tensor files, so that importing
+transformers overlaps the byte copies.
 """
 
 from __future__ import annotations
@@ -19,9 +24,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from olmo_inspect import __version__
 from olmo_inspect.convert.layout import (
@@ -38,7 +41,9 @@ from olmo_inspect.convert.pt_writer import PtWriter
 from olmo_inspect.convert.safetensors_writer import SafetensorsWriter, TensorSpec
 from olmo_inspect.errors import ConversionError, UsageError
 from olmo_inspect.model import Checkpoint, CheckpointKind
-from olmo_inspect.tensors import byte_ranges, read_rows, read_tensor, torch_dtype
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +120,21 @@ class Plan:
         """Return the steps written to output file ``path``, in write order."""
         return [step for step in self.steps if step.file == path]
 
+    def resolve_files(self) -> None:
+        """Wait for text files built in the background and make ``disk_needed`` exact.
+
+        Raises:
+            ConversionError: a deferred text could not be built.
+        """
+        if not any(item.pending for item in self.files):
+            return
+        for item in self.files:
+            item.resolve()
+        self.disk_needed = sum(item.nbytes for item in self.files)
+
     def to_json(self) -> dict[str, Any]:
+        """Return the plan as JSON-ready data; waits for deferred text files first."""
+        self.resolve_files()
         return {
             "source": str(self.source.path),
             "source_kind": str(self.source.kind),
@@ -204,6 +223,8 @@ def resolve_device(device: str) -> str:
         ConversionError: CUDA was asked for but torch has none (a CPU build raises
             ``AssertionError`` on CUDA use, so this is checked first).
     """
+    import torch
+
     name = device.strip().lower()
     if name == "auto":
         return "cuda" if _cuda_usable() else "cpu"
@@ -222,6 +243,8 @@ def resolve_device(device: str) -> str:
 
 
 def _cuda_usable() -> bool:
+    import torch
+
     try:
         return torch.cuda.is_available() and torch.cuda.device_count() > 0
     except (AssertionError, RuntimeError):
@@ -246,9 +269,12 @@ def plan(
     output = Path(options.output).expanduser().absolute()
     _check_output_location(source, output)
     if options.dtype is not None:
+        from olmo_inspect.tensors import torch_dtype
+
         torch_dtype(options.dtype)
     options.max_shard_size = parse_shard_size(options.max_shard_size)
-    device = resolve_device(options.device)
+    if options.device.strip().lower() != "auto":
+        resolve_device(options.device)
     if mapping is None:
         mapping = _build_mapping(source, target, options)
     _check_coverage(source, mapping)
@@ -256,6 +282,7 @@ def plan(
     layout = build_layout(source, target, options, mapping)
     for step in layout.steps:
         step.method, step.why = _choose_method(source, step)
+    device = _plan_device(options, layout.steps)
 
     notes = list(mapping.notes) + layout.notes
     for stale in sorted(output.parent.glob(f".{output.name}.tmp-*")):
@@ -297,6 +324,18 @@ def plan(
         disk_needed=disk_needed,
         disk_free=disk_free,
     )
+
+
+def _plan_device(options: ConvertOptions, steps: list[TensorStep]) -> str:
+    """Resolve the device; ``auto`` is the CPU, without asking torch, when nothing is computed.
+
+    Byte copies use no device, and verification compares on the CPU as well as anywhere, so
+    probing CUDA (which imports torch) would only slow such a plan down.
+    """
+    computes = options.verify_logits or any(step.method != Method.COPY for step in steps)
+    if options.device.strip().lower() == "auto" and not computes:
+        return "cpu"
+    return resolve_device(options.device)
 
 
 def parse_shard_size(value: int | str) -> int:
@@ -383,6 +422,8 @@ def _check_coverage(source: Checkpoint, mapping: Any) -> None:
 
 
 def _choose_method(source: Checkpoint, step: TensorStep) -> tuple[Method, str]:
+    from olmo_inspect.tensors import byte_ranges
+
     if step.literal is not None:
         return Method.MATERIALISE, "pickled value"
     if step.transform not in (None, "reshape"):
@@ -504,8 +545,11 @@ def _replace_output(plan: Plan, temporary: Path) -> None:
 
 def _write_all(plan: Plan, folder: Path, progress: ProgressCallback | None) -> None:
     tracker = ProgressTracker("write", len(plan.steps), plan.tensor_bytes, progress)
+    deferred = [item for item in plan.files if item.pending]
     with _SourceFiles() as sources:
         for item in plan.files:
+            if item.pending:
+                continue
             path = folder / item.path
             path.parent.mkdir(parents=True, exist_ok=True)
             if item.format == FileFormat.TEXT:
@@ -515,6 +559,11 @@ def _write_all(plan: Plan, folder: Path, progress: ProgressCallback | None) -> N
                 shutil.copyfile(Path(plan.source.path) / item.copy_from, path)
             else:
                 _write_tensor_file(plan, item, path, sources, tracker)
+
+    # NOTE: a config that transformers fails to build is only reported here, after the copies.
+    plan.resolve_files()
+    for item in deferred:
+        (folder / item.path).write_text(item.content or "", encoding="utf-8")
 
 
 def _write_tensor_file(
@@ -547,6 +596,8 @@ def _write_tensor_file(
 
 
 def _step_ranges(source: Checkpoint, step: TensorStep) -> list[Any]:
+    from olmo_inspect.tensors import byte_ranges
+
     spans = []
     for piece, tensor in zip(step.sources, step.inputs, strict=True):
         rows = piece.rows or (0, tensor.shape[0])
@@ -563,6 +614,10 @@ def compute_step(source: Checkpoint, step: TensorStep, device: str = "cpu") -> t
     Raises:
         ConversionError: the result does not have the planned shape.
     """
+    import torch
+
+    from olmo_inspect.tensors import read_rows, read_tensor, torch_dtype
+
     if step.literal is not None:
         return torch.frombuffer(bytearray(step.literal), dtype=torch.uint8)
 

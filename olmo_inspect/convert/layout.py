@@ -36,6 +36,9 @@ TRAIN_STATE_SOURCES = ("train.pt", "other.pt", "train/rank0.pt")
 HF_OLMO_WEIGHTS = "pytorch_model.bin"
 # Bytes of zip headers and pickle a .pt file adds per tensor, an estimate for the disk check.
 PT_OVERHEAD_PER_TENSOR = 1024
+# Size a text file still being built counts with until it is ready: an upper bound, because an
+# OLMo-family config.json or generation_config.json is a few KB.
+DEFERRED_TEXT_BYTES = 1024 * 1024
 # Fields of the reader's param-group summary that stand for the lists it left out.
 SUMMARY_COUNT_FIELDS = frozenset({"params_count", "param_names_count"})
 # DistributedDataParallel prefixes parameter names with this.
@@ -143,7 +146,12 @@ class TensorStep:
 
 @dataclass
 class OutputFile:
-    """One file of the output folder and how it is written."""
+    """One file of the output folder and how it is written.
+
+    ``deferred`` is set for a text file still being built on another thread (an object with
+    ``result() -> dict[str, str]`` keyed by file name). Until ``resolve`` runs, ``content`` is None
+    and ``nbytes`` is the upper bound ``DEFERRED_TEXT_BYTES``.
+    """
 
     path: str
     format: FileFormat
@@ -153,8 +161,28 @@ class OutputFile:
     copy_from: str | None = None
     metadata: dict[str, str] | None = None
     tree: Any = None
+    deferred: Any = None
+
+    @property
+    def pending(self) -> bool:
+        return self.deferred is not None
+
+    def resolve(self) -> None:
+        """Wait for a deferred text, then set ``content`` and the exact ``nbytes``.
+
+        Raises:
+            ConversionError: the text could not be built.
+        """
+        if self.deferred is None:
+            return
+        text = self.deferred.result()[self.path]
+        self.content = text
+        self.nbytes = len(text.encode())
+        self.deferred = None
 
     def to_json(self) -> dict[str, Any]:
+        """Return the file's record; waits for a deferred text so that ``bytes`` is exact."""
+        self.resolve()
         return {
             "path": self.path,
             "format": str(self.format),
@@ -219,6 +247,12 @@ def build_layout(source: Checkpoint, target: CheckpointKind, options: Any, mappi
     """
     model_steps = _model_steps(source, mapping, options.dtype)
     layout = Layout()
+    deferred = getattr(mapping, "deferred", None)
+    if deferred is not None:
+        for name in deferred.names:
+            layout.files.append(
+                OutputFile(name, FileFormat.TEXT, DEFERRED_TEXT_BYTES, deferred=deferred)
+            )
     for name, text in mapping.files.items():
         layout.files.append(OutputFile(name, FileFormat.TEXT, len(text.encode()), content=text))
     for name, origin in getattr(mapping, "copy_files", {}).items():

@@ -80,11 +80,15 @@ class MappingOptions:
     tokenizer), as OLMo's own conversion scripts do. ``tokenizer_dir`` is a directory of
     Transformers tokenizer files, or one ``tokenizers`` JSON file, to ship with the target.
     ``dtype`` is written into a Transformers ``config.json``; None uses the source's.
+    ``defer_transformers_config`` builds a Transformers ``config.json`` and
+    ``generation_config.json`` on a background thread (``MappingResult.deferred``) instead of
+    before ``build_mapping`` returns.
     """
 
     fix_eos_token_id: bool = True
     tokenizer_dir: Path | None = None
     dtype: str | None = None
+    defer_transformers_config: bool = False
 
 
 @dataclass
@@ -92,7 +96,8 @@ class MappingResult:
     """The plan of one conversion: target tensors, dropped sources, files to write or copy.
 
     ``files`` maps an output file name to its text. ``copy_files`` maps an output file name to
-    an existing file to copy (tokenizer files, ``generation_config.json``).
+    an existing file to copy (tokenizer files, ``generation_config.json``). ``deferred`` is the
+    Transformers config files still being built, which are then absent from ``files``.
     """
 
     mappings: list[TensorMapping]
@@ -101,6 +106,7 @@ class MappingResult:
     notes: list[str]
     target_model_type: str | None
     copy_files: dict[str, Path] = field(default_factory=dict)
+    deferred: configs.DeferredConfigFiles | None = None
 
 
 # --- which targets fit -------------------------------------------------------------------------
@@ -229,6 +235,16 @@ def _config_text(source: Checkpoint, default_format: str) -> str:
     import json
 
     return json.dumps(source.config, indent=2) + "\n"
+
+
+def _transformers_config(
+    model_type: str, fields: dict[str, Any], options: MappingOptions
+) -> tuple[dict[str, str], configs.DeferredConfigFiles | None]:
+    """Return the Transformers config texts now, or ``{}`` and their deferred build."""
+    if options.defer_transformers_config:
+        return {}, configs.DeferredConfigFiles(model_type, fields)
+    config = configs.build_transformers_config(model_type, fields)
+    return configs.transformers_config_files(config), None
 
 
 def _rows(part_rows: tuple[int, int] | None, tensor: TensorInfo) -> tuple[int, ...]:
@@ -509,14 +525,15 @@ def _olmo_to_transformers(
     eos = _olmo_eos_token_id(model, options, notes)
     dtype = options.dtype or _source_dtype(source)
     fields = configs.olmo_transformers_fields(model, model_type, eos, dtype)
-    config = configs.build_transformers_config(model_type, fields)
-    files = configs.transformers_config_files(config)
+    files, deferred = _transformers_config(model_type, fields, options)
 
     tokenizer_class = "GPTNeoXTokenizerFast" if model_type == "olmo" else "GPT2TokenizerFast"
     tokenizer = _olmo_tokenizer(source, tokenizer_class, eos, model.get("pad_token_id"), options)
     files.update(tokenizer.files)
     notes.extend(tokenizer.notes)
-    return MappingResult(mappings, dropped, files, notes, model_type, tokenizer.copy_files)
+    return MappingResult(
+        mappings, dropped, files, notes, model_type, tokenizer.copy_files, deferred
+    )
 
 
 # --- OLMo trainer <-> hf_olmo --------------------------------------------------------------------
@@ -766,8 +783,7 @@ def _olmo_core_to_transformers(source: Checkpoint, options: MappingOptions) -> M
     fields = configs.olmo_core_transformers_fields(layout, source.config, dtype, notes)
     if with_bias:
         fields["attention_bias"] = True
-    config = configs.build_transformers_config(layout.model_type, fields)
-    files = configs.transformers_config_files(config)
+    files, deferred = _transformers_config(layout.model_type, fields, options)
     if layout.layer_types is not None:
         notes.append(
             f"sliding-window layers found: olmo3 with sliding_window {layout.sliding_window} "
@@ -791,7 +807,9 @@ def _olmo_core_to_transformers(source: Checkpoint, options: MappingOptions) -> M
             )
     files.update(tokenizer.files)
     notes.extend(tokenizer.notes)
-    return MappingResult(mappings, dropped, files, notes, layout.model_type, tokenizer.copy_files)
+    return MappingResult(
+        mappings, dropped, files, notes, layout.model_type, tokenizer.copy_files, deferred
+    )
 
 
 # --- Transformers -> OLMo trainer / hf_olmo ------------------------------------------------------

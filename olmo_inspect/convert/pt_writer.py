@@ -19,14 +19,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from olmo_inspect.convert.bytecopy import copy_range_with_crc
 from olmo_inspect.convert.safetensors_writer import dtype_name_of, tensor_bytes
 from olmo_inspect.errors import ConversionError, UnsupportedFormat
 from olmo_inspect.model import dtype_size
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class _RebuildTensor:
         self.slot = slot
 
     def __reduce_ex__(self, protocol: int) -> tuple[Any, ...]:
+        import torch
+
         shape = self.slot.shape
         stride = _contiguous_stride(shape)
         storage = _StorageRef(self.slot, storage_class_for(self.slot.dtype))
@@ -120,6 +123,9 @@ def storage_class_for(dtype: str) -> type:
     name = STORAGE_CLASSES.get(dtype)
     if name is None:
         raise UnsupportedFormat(f"dtype {dtype} cannot be written to a .pt file by this tool")
+
+    import torch
+
     return getattr(torch, name)
 
 

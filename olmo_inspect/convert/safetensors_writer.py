@@ -17,13 +17,14 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from olmo_inspect.convert.bytecopy import copy_range
 from olmo_inspect.errors import ConversionError, UnsupportedFormat
 from olmo_inspect.model import dtype_size
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ def dtype_name_of(value: torch.Tensor) -> str:
 
 def tensor_bytes(value: torch.Tensor) -> memoryview:
     """Return the row-major bytes of ``value`` (moved to the CPU) without another copy."""
+    import torch
+
     flat = value.detach().to("cpu").contiguous().reshape(-1)
     if flat.numel() == 0:
         return memoryview(b"")
@@ -224,6 +227,8 @@ def plan_shards(specs: list[TensorSpec], max_shard_size: int | str) -> ShardPlan
 
 def pickled_value_tensor(value: Any) -> torch.Tensor:
     """Return ``value`` pickled into a uint8 tensor, as OLMo stores non-tensor values."""
+    import torch
+
     data = bytearray(pickle.dumps(value, protocol=OLMO_VALUE_PICKLE_PROTOCOL))
     return torch.frombuffer(data, dtype=torch.uint8)
 

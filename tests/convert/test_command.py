@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 import torch
-from convert_helpers import digest_tree
+from convert_helpers import digest_tree, open_checkpoint
 from safetensors.torch import load_file
 
 from olmo_inspect.cli import main
+from olmo_inspect.convert.mapping import build_mapping
 from olmo_inspect.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+from olmo_inspect.model import CheckpointKind
 
 
 def test_dry_run_json_writes_nothing(
@@ -160,3 +162,50 @@ def test_invalid_shard_size_is_usage_error(
     assert code == EXIT_USAGE
     assert "max shard size" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_summary_lists_pending_config(
+    tmp_path: Path, sample_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("olmo1-unsharded")
+    eager = build_mapping(open_checkpoint(sample.path), CheckpointKind.TRANSFORMERS)
+
+    code = main(["convert", str(sample.path), "--to", "transformers", "-o", str(tmp_path / "hf")])
+
+    summary = capsys.readouterr().err.splitlines()
+    config_lines = [line.split() for line in summary if "config.json" in line]
+    assert code == EXIT_OK
+    assert [fields[:2] for fields in config_lines] == [
+        ["config.json", "pending"],
+        ["generation_config.json", "pending"],
+    ]
+    assert any(line.startswith("disk     about ") for line in summary)
+    for name in ("config.json", "generation_config.json"):
+        assert (tmp_path / "hf" / name).read_text() == eager.files[name], name
+
+
+def test_dry_run_text_sizes_config(
+    tmp_path: Path, sample_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("olmo1-unsharded")
+
+    code = main(
+        [
+            "convert",
+            str(sample.path),
+            "--to",
+            "transformers",
+            "-o",
+            str(tmp_path / "hf"),
+            "--dry-run",
+        ]
+    )
+
+    output = capsys.readouterr().out
+    assert code == EXIT_OK
+    assert "pending" not in output
+    assert "disk     about" not in output
+    assert [line.split()[0] for line in output.splitlines() if "config.json" in line] == [
+        "config.json",
+        "generation_config.json",
+    ]

@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 import torch
 from mapping_helpers import (
+    NUM_EXPERTS,
     apply_result,
     checkpoint_from_tensors,
     fixtures_dir,
+    flex_olmo_model,
     mapping_shapes,
     meta_model_shapes,
-    read_transformers_dir,
+    moe_config,
+    olmo_core_moe_tensors,
     saved_model_shapes,
 )
 
@@ -29,8 +32,6 @@ CORE3 = FIXTURES / "olmo-core3-train"
 needs_fixtures = pytest.mark.skipif(
     not CORE3.is_dir(), reason=f"upstream reference checkpoints not found at {FIXTURES}"
 )
-
-NUM_EXPERTS = 3
 
 
 def core3_checkpoint(config: dict[str, Any] | None = None) -> Any:
@@ -158,111 +159,6 @@ def test_olmo_core_unshard_is_identity() -> None:
     assert mapping_shapes(result) == {t.name: t.shape for t in checkpoint.tensors}
     assert json.loads(result.files["config.json"]) == checkpoint.config
     assert valid_targets(checkpoint)[CheckpointKind.OLMO_UNSHARDED] is not None
-
-
-def moe_config(dropless: bool) -> dict[str, Any]:
-    """Return an OLMo-core MoE experiment config matching ``flex_olmo_model``."""
-    norm = {"name": "rms", "eps": 1e-6, "bias": False}
-    return {
-        "model": {
-            "name": "moe",
-            "d_model": 32,
-            "vocab_size": 128,
-            "n_layers": 2,
-            "tie_word_embeddings": False,
-            "block": {
-                "name": "moe_reordered_norm",
-                "sequence_mixer": {
-                    "name": "default",
-                    "n_heads": 4,
-                    "n_kv_heads": 2,
-                    "bias": False,
-                    "rope": {"name": "default", "theta": 500000},
-                    "qk_norm": norm,
-                },
-                "layer_norm": norm,
-                "feed_forward_moe": {
-                    "name": "dropless" if dropless else "default",
-                    "num_experts": NUM_EXPERTS,
-                    "hidden_size": 48,
-                    "router": {"top_k": 2},
-                },
-            },
-            "lm_head": {"layer_norm": norm, "bias": False},
-        },
-        "dataset": {"tokenizer": {"eos_token_id": 2, "pad_token_id": 1}},
-        "train_module": {"max_sequence_length": 64},
-    }
-
-
-def flex_olmo_model(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Save a tiny real FlexOlmo model and return its tensors on disk and config."""
-    from transformers import AutoModelForCausalLM, FlexOlmoConfig
-
-    config = FlexOlmoConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_experts=NUM_EXPERTS,
-        num_experts_per_tok=2,
-        tie_word_embeddings=False,
-        pad_token_id=1,
-        eos_token_id=2,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    return read_transformers_dir(directory)
-
-
-def olmo_core_moe_tensors(
-    hf: dict[str, torch.Tensor], dropless: bool, three_dimensional: bool
-) -> dict[str, torch.Tensor]:
-    """Write FlexOlmo weights in OLMo-core's MoE layout, from OLMo-core's forward definitions.
-
-    ``MoEMLP`` computes ``x @ w1[e]`` (so ``w1[e]`` is gate_proj transposed); ``DroplessMoEMLP``
-    computes ``x @ w1[e].T`` (``w1[e]`` is gate_proj). Both compute ``h @ w2[e]``.
-    """
-    names = {
-        "model.embed_tokens.weight": "embeddings.weight",
-        "model.norm.weight": "lm_head.norm.weight",
-        "lm_head.weight": "lm_head.w_out.weight",
-    }
-    core = {core_name: hf[hf_name] for hf_name, core_name in names.items()}
-    per_layer = {
-        "self_attn.q_proj.weight": "attention.w_q.weight",
-        "self_attn.k_proj.weight": "attention.w_k.weight",
-        "self_attn.v_proj.weight": "attention.w_v.weight",
-        "self_attn.o_proj.weight": "attention.w_out.weight",
-        "self_attn.q_norm.weight": "attention.q_norm.weight",
-        "self_attn.k_norm.weight": "attention.k_norm.weight",
-        "post_attention_layernorm.weight": "attention_norm.weight",
-        "post_feedforward_layernorm.weight": "feed_forward_norm.weight",
-    }
-    for layer in range(2):
-        hf_prefix, core_prefix = f"model.layers.{layer}.", f"blocks.{layer}."
-        for hf_name, core_name in per_layer.items():
-            core[core_prefix + core_name] = hf[hf_prefix + hf_name]
-        core[core_prefix + "feed_forward_moe.router.weight"] = hf[
-            hf_prefix + "mlp.gate.weight"
-        ].flatten()
-
-        experts = range(NUM_EXPERTS)
-        gate = [hf[f"{hf_prefix}mlp.experts.{e}.gate_proj.weight"] for e in experts]
-        up = [hf[f"{hf_prefix}mlp.experts.{e}.up_proj.weight"] for e in experts]
-        down = [hf[f"{hf_prefix}mlp.experts.{e}.down_proj.weight"] for e in experts]
-        if dropless:
-            w1, w3 = torch.stack(gate), torch.stack(up)
-        else:
-            w1 = torch.stack([weight.t() for weight in gate])
-            w3 = torch.stack([weight.t() for weight in up])
-        w2 = torch.stack([weight.t() for weight in down])
-        for name, weight in (("w1", w1), ("w2", w2), ("w3", w3)):
-            stored = weight if three_dimensional else weight.reshape(-1, weight.shape[-1])
-            core[f"{core_prefix}feed_forward_moe.experts.mlp.{name}"] = stored.contiguous()
-    return core
 
 
 @pytest.mark.parametrize(
