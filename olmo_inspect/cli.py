@@ -244,7 +244,23 @@ def run_convert_command(argv: list[str]) -> int:
     return run_convert(args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def console_main() -> None:
+    """Run the CLI as the ``olmo-inspect`` console script and exit with its code.
 
-__all__ = ["EXIT_USAGE", "main"]
+    After a conversion, tearing down torch and transformers at interpreter exit costs about
+    0.5 s (measured on 2 cores), so once everything is written and flushed the process exits
+    without that teardown. Code that calls :func:`main` in-process is not affected.
+    """
+    code = main()
+    if "torch" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    console_main()
+
+__all__ = ["EXIT_USAGE", "console_main", "main"]
