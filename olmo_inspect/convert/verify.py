@@ -1,16 +1,23 @@
 """Check a conversion's output against its source.
 
-Every output tensor is read back with the library its consumers use (``safetensors.safe_open``
-or ``torch.load(weights_only=True, mmap=True)``) and compared bit for bit with the value the
-plan computes from the source (after the cast, when a dtype was asked for). A Transformers
-output is also instantiated on the meta device to check that the model would load without
-missing, unexpected or mis-shaped keys. ``--verify-logits`` runs both sides on a fixed input.
+Safetensors outputs are read back with ``safetensors.safe_open``. A ``.pt`` output must load with
+``torch.load(weights_only=True, mmap=True)``, which also provides each tensor's dtype and shape,
+but its values are read with this package's ``pread`` reader. Every tensor is compared bit for
+bit with the value the plan computes from the source (after the cast, when a dtype was
+requested). A Transformers output is also instantiated on the meta device to check that the
+model would load without missing, unexpected or mis-shaped keys. ``--verify-logits`` runs both
+sides on a fixed input.
+
+Memory: a file mapping keeps every page it has touched in the process's RSS until it is
+unmapped. So the ``safe_open`` handle is reopened once ``VERIFY_MAP_BUDGET`` bytes were read
+through it, and the values of a ``.pt`` output are never read through torch's mapping.
 """
 
 from __future__ import annotations
 
 import filecmp
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +25,11 @@ import torch
 
 from olmo_inspect.convert.layout import FileFormat, OutputFile, TensorStep
 from olmo_inspect.convert.progress import ProgressCallback, ProgressTracker
-from olmo_inspect.errors import ConversionError
-from olmo_inspect.model import Checkpoint, CheckpointKind
+from olmo_inspect.errors import ConversionError, InspectError
+from olmo_inspect.io.torch_file import read_torch_file
+from olmo_inspect.io.unpickler import TensorRecord
+from olmo_inspect.model import Checkpoint, CheckpointKind, TensorInfo
+from olmo_inspect.tensors import dtype_name, read_tensor
 
 if TYPE_CHECKING:
     from olmo_inspect.convert.engine import Plan, VerifyReport
@@ -32,6 +42,9 @@ LOGITS_TOKENS = 16
 LOGITS_TOLERANCE = 1e-4
 # ... and with a cast, relative to the largest logit (bfloat16 keeps about 3 decimal digits).
 LOGITS_CAST_TOLERANCE = 5e-2
+# Tensor bytes read through one ``safe_open`` handle before it is closed and reopened, which
+# unmaps the file and releases the pages read so far from the process's RSS.
+VERIFY_MAP_BUDGET = 256 * 1024 * 1024
 
 
 def verify_output(plan: Plan, folder: Path, progress: ProgressCallback | None) -> VerifyReport:
@@ -66,14 +79,67 @@ def verify_output(plan: Plan, folder: Path, progress: ProgressCallback | None) -
     return report
 
 
+class BudgetedSafeOpen:
+    """A ``safe_open`` handle on one file that is reopened after ``budget`` bytes were read.
+
+    ``opens`` counts the handles opened so far. ``opener`` defaults to ``safetensors.safe_open``.
+    """
+
+    def __init__(
+        self, path: Path, budget: int | None = None, opener: Callable[..., Any] | None = None
+    ) -> None:
+        if opener is None:
+            from safetensors import safe_open
+
+            opener = safe_open
+        self.path = path
+        self.budget = VERIFY_MAP_BUDGET if budget is None else budget
+        self.opens = 0
+        self._opener = opener
+        self._context: Any = None
+        self._handle: Any = None
+        self._read_since_open = 0
+        self._open()
+
+    def keys(self) -> list[str]:
+        """Return the tensor names in the file's header."""
+        return list(self._handle.keys())
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        """Read tensor ``key``, first reopening the handle when the budget is spent."""
+        if self._read_since_open >= self.budget:
+            self.close()
+            self._open()
+        value = self._handle.get_tensor(key)
+        self._read_since_open += value.numel() * value.element_size()
+        return value
+
+    def close(self) -> None:
+        """Close the current handle, which unmaps the file."""
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+        self._context = None
+        self._handle = None
+
+    def __enter__(self) -> BudgetedSafeOpen:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _open(self) -> None:
+        self._context = self._opener(str(self.path), framework="pt")
+        self._handle = self._context.__enter__()
+        self._read_since_open = 0
+        self.opens += 1
+
+
 def _verify_safetensors(
     plan: Plan, item: OutputFile, path: Path, report: VerifyReport, tracker: ProgressTracker
 ) -> None:
-    from safetensors import safe_open
-
     steps = plan.file_steps(item.path)
-    with safe_open(str(path), framework="pt") as handle:
-        written = set(handle.keys())
+    with BudgetedSafeOpen(path) as reader:
+        written = set(reader.keys())
         planned = {step.key for step in steps}
         for key in sorted(written - planned)[:5]:
             report.mismatches.append(f"{item.path} holds an unplanned tensor {key}")
@@ -81,8 +147,9 @@ def _verify_safetensors(
             if step.key not in written:
                 report.mismatches.append(f"{item.path} lacks {step.target}")
                 continue
-            _compare(plan, step, handle.get_tensor(step.key), item.path, report)
+            _compare(plan, step, reader.get_tensor(step.key), item.path, report)
             tracker.advance(step.target, step.nbytes)
+    log.debug("verified %s with %d safe_open handles", path, reader.opens)
 
 
 def _verify_pt(
@@ -94,22 +161,62 @@ def _verify_pt(
         report.mismatches.append(f"{item.path} does not load with torch.load: {error}")
         return
 
+    # Keep only dtype and shape from torch's mapping: touching the values would map their pages.
     steps = plan.file_steps(item.path)
     if _count_tensors(loaded) != len(steps):
         report.mismatches.append(
             f"{item.path} holds {_count_tensors(loaded)} tensors, planned {len(steps)}"
         )
+    loaded_meta: dict[str, tuple[str, tuple[int, ...]]] = {}
     for step in steps:
-        assert step.tree_path is not None
-        node: Any = loaded
-        for part in step.tree_path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, torch.Tensor):
+        node = _tree_node(loaded, step)
+        if isinstance(node, torch.Tensor):
+            loaded_meta[step.key] = (dtype_name(node.dtype), tuple(node.shape))
+    del loaded
+
+    try:
+        stored = read_torch_file(path)
+    except InspectError as error:
+        report.mismatches.append(
+            f"{item.path} loads with torch.load, but reading its metadata failed: {error}"
+        )
+        return
+    folder = Checkpoint(path=path.parent, kind=plan.target)
+    for step in steps:
+        record = _tree_node(stored.value, step)
+        if step.key not in loaded_meta or not isinstance(record, TensorRecord):
             report.mismatches.append(f"{item.path} lacks {step.target}")
             continue
-        _compare(plan, step, node, item.path, report)
+        if loaded_meta[step.key] != (record.dtype, tuple(record.shape)):
+            loaded_dtype, loaded_shape = loaded_meta[step.key]
+            report.mismatches.append(
+                f"{item.path}: torch.load reads {step.target} as {loaded_dtype} {loaded_shape}, "
+                f"the file's pickle as {record.dtype} {tuple(record.shape)}"
+            )
+            continue
+        info = TensorInfo(
+            name=step.target,
+            shape=tuple(record.shape),
+            dtype=record.dtype,
+            file=path.name,
+            data=stored.stored_bytes(record, path.name),
+        )
+        try:
+            actual = read_tensor(folder, info)
+        except InspectError as error:
+            report.mismatches.append(f"{item.path}: reading {step.target} failed: {error}")
+            continue
+        _compare(plan, step, actual, item.path, report)
         tracker.advance(step.target, step.nbytes)
-    del loaded
+
+
+def _tree_node(tree: Any, step: TensorStep) -> Any:
+    """Return the object at ``step.tree_path`` inside a loaded ``.pt`` tree, or None."""
+    assert step.tree_path is not None
+    node: Any = tree
+    for part in step.tree_path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _count_tensors(tree: Any) -> int:
