@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
 
+# The kinds the engine writes; sharded kinds are read only.
+WRITABLE_TARGETS = (
+    CheckpointKind.OLMO_UNSHARDED,
+    CheckpointKind.OLMO_CORE_UNSHARDED,
+    CheckpointKind.TRANSFORMERS,
+    CheckpointKind.HF_OLMO,
+)
+
+
 def add_convert_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``convert`` subcommand and its options to ``subparsers``."""
     parser = subparsers.add_parser(
@@ -42,9 +51,9 @@ def add_convert_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--to",
         dest="target",
         required=True,
-        choices=[kind.value for kind in CheckpointKind],
+        choices=[kind.value for kind in WRITABLE_TARGETS],
         metavar="KIND",
-        help="target kind: transformers, olmo-unsharded, olmo-core-unsharded or hf-olmo",
+        help="target kind: " + ", ".join(kind.value for kind in WRITABLE_TARGETS),
     )
     parser.add_argument(
         "-o",
@@ -97,7 +106,11 @@ def add_convert_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--verify-logits",
         action="store_true",
-        help="also compare the logits of both sides on a fixed input (loads both)",
+        help=(
+            "also load the output with transformers and compare its logits on a fixed input "
+            "with the source weights mapped in memory; this checks loading and the written "
+            "bytes, not the mapping itself (loads both models)"
+        ),
     )
     parser.add_argument("--json", action="store_true", help="print the plan or result as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")

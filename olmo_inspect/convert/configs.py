@@ -513,17 +513,23 @@ def check_olmo_core_for_transformers(
 # --- Transformers configs ------------------------------------------------------------------------
 
 
+# transformers' config class of each OLMo-family model type, by defining module.
+CONFIG_CLASSES: dict[str, tuple[str, str]] = {
+    "olmo": ("transformers.models.olmo.configuration_olmo", "OlmoConfig"),
+    "olmo2": ("transformers.models.olmo2.configuration_olmo2", "Olmo2Config"),
+    "olmo3": ("transformers.models.olmo3.configuration_olmo3", "Olmo3Config"),
+    "flex_olmo": ("transformers.models.flex_olmo.configuration_flex_olmo", "FlexOlmoConfig"),
+}
+
 def _config_class(model_type: str) -> Any:
     """Return transformers' config class for an OLMo-family ``model_type``."""
-    import transformers
+    # Import from the defining modules, not through transformers' lazy top-level module: its
+    # attribute lookup is not safe while another thread imports transformers (the config is
+    # built on a background thread during conversion).
+    import importlib
 
-    classes = {
-        "olmo": transformers.OlmoConfig,
-        "olmo2": transformers.Olmo2Config,
-        "olmo3": transformers.Olmo3Config,
-        "flex_olmo": transformers.FlexOlmoConfig,
-    }
-    return classes[model_type]
+    module_name, class_name = CONFIG_CLASSES[model_type]
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def build_transformers_config(model_type: str, fields: dict[str, Any]) -> Any:
@@ -540,7 +546,7 @@ def build_transformers_config(model_type: str, fields: dict[str, Any]) -> Any:
 
 def transformers_config_files(config: Any) -> dict[str, str]:
     """Render ``config.json`` and ``generation_config.json`` for a transformers config object."""
-    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import GenerationConfig
 
     generation = GenerationConfig.from_model_config(config)
     return {

@@ -290,6 +290,11 @@ def plan(
     problems: list[str] = []
     if output.exists() and not options.force:
         problems.append(f"{output} already exists; pass --force to replace it")
+    elif output.exists() and not _replaceable(output):
+        problems.append(
+            f"{output} exists and is neither empty, a checkpoint nor an olmo-inspect output, "
+            "so --force will not delete it; choose another output folder"
+        )
     disk_needed = sum(item.nbytes for item in layout.files)
     disk_free = _disk_free(output.parent)
     if disk_needed > disk_free:
@@ -377,8 +382,30 @@ def _check_output_location(source: Checkpoint, output: Path) -> None:
             f"{output}: the output is inside the input checkpoint {source_root}; "
             "choose a folder outside it"
         )
+    if resolved in source_root.parents:
+        # Replacing this folder (with --force) would delete the input with it.
+        raise ConversionError(
+            f"{output}: the output folder contains the input checkpoint {source_root}; "
+            "choose a new folder beside it"
+        )
     if not output.parent.is_dir():
         raise ConversionError(f"{output.parent}: folder not found; create it first")
+
+
+def _replaceable(output: Path) -> bool:
+    """Return True when ``--force`` may delete ``output``: empty, ours, or a checkpoint."""
+    if not output.is_dir():
+        return False
+    if not any(output.iterdir()) or (output / MANIFEST_FILE).is_file():
+        return True
+    from olmo_inspect.detect import detect
+    from olmo_inspect.errors import InspectError
+
+    try:
+        detection = detect(output)
+    except InspectError:
+        return False
+    return detection.kind is not None
 
 
 def _build_mapping(source: Checkpoint, target: CheckpointKind, options: ConvertOptions) -> Any:
@@ -664,6 +691,15 @@ class _SourceFiles(contextlib.AbstractContextManager["_SourceFiles"]):
         self._fds.clear()
 
 
+def _written_file_json(item: Any, folder: Path) -> dict[str, Any]:
+    """Return the plan's record of a file with its size as written, not as estimated."""
+    record = item.to_json()
+    path = folder / item.path
+    if path.is_file():
+        record["bytes"] = path.stat().st_size
+    return record
+
+
 def _write_manifest(plan: Plan, folder: Path, report: VerifyReport | None) -> None:
     manifest = {
         "tool": "olmo-inspect",
@@ -674,7 +710,7 @@ def _write_manifest(plan: Plan, folder: Path, report: VerifyReport | None) -> No
         "target": str(plan.target),
         "options": options_json(plan.options),
         "device": plan.device,
-        "files": [item.to_json() for item in plan.files],
+        "files": [_written_file_json(item, folder) for item in plan.files],
         "mapping": {
             "tensors": len(plan.steps),
             "byte_copies": plan.copied,

@@ -531,7 +531,10 @@ def _train_state_file(layout: Layout, source: Checkpoint) -> None:
         layout.notes.append("the source has no trainer state, so no train.pt is written")
         return
 
-    fields = _plain(dict(source.train_state.fields))
+    # The reader summarises RNG states as text; OLMo's trainer expects a dict of states under
+    # "rng", so the key is left out rather than written with the wrong type.
+    kept = {key: value for key, value in source.train_state.fields.items() if key != "rng"}
+    fields = _plain(kept)
     layout.files.append(
         OutputFile(TRAIN_STATE_FILE, FileFormat.PT, PT_OVERHEAD_PER_TENSOR, tree=fields)
     )

@@ -209,3 +209,57 @@ def test_dry_run_text_sizes_config(
         "config.json",
         "generation_config.json",
     ]
+
+
+def test_force_never_deletes_a_folder_holding_the_input(
+    sample_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parent = tmp_path / "run"
+    source = parent / "step3"
+    parent.mkdir()
+    for path in sample_factory("olmo1-unsharded").path.iterdir():
+        source.mkdir(exist_ok=True)
+        (source / path.name).write_bytes(path.read_bytes())
+    before = digest_tree(source)
+
+    code = main(["convert", str(source), "--to", "transformers", "-o", str(parent), "--force"])
+
+    assert code == EXIT_INVALID
+    assert "contains the input checkpoint" in capsys.readouterr().err
+    assert digest_tree(source) == before
+
+
+def test_force_never_deletes_an_unrelated_folder(
+    sample_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("olmo1-unsharded")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+
+    code = main(["convert", str(sample.path), "--to", "transformers", "-o", str(notes), "--force"])
+
+    assert code == EXIT_INVALID
+    assert "will not delete it" in capsys.readouterr().err
+    assert (notes / "todo.txt").read_text() == "keep me"
+
+
+def test_force_replaces_an_earlier_output(sample_factory: Any, tmp_path: Path) -> None:
+    sample = sample_factory("olmo1-unsharded")
+    output = tmp_path / "hf"
+    arguments = ["convert", str(sample.path), "--to", "transformers", "-o", str(output)]
+
+    assert main(arguments) == EXIT_OK
+    assert main([*arguments, "--force"]) == EXIT_OK
+    assert (output / "model.safetensors").is_file()
+
+
+def test_unshard_train_state_has_no_rng_placeholder(sample_factory: Any, tmp_path: Path) -> None:
+    sample = sample_factory("olmo1-sharded-torch-legacy")
+    output = tmp_path / "unsharded"
+
+    assert main(["convert", str(sample.path), "--to", "olmo-unsharded", "-o", str(output)]) == 0
+
+    state = torch.load(output / "train.pt", weights_only=True)
+    assert "rng" not in state
+    assert state["global_step"] == sample.train_state["global_step"]

@@ -259,7 +259,7 @@ def test_refuses_existing_output(tmp_path: Path, sample_factory: Any) -> None:
 
 def test_force_replaces_output(tmp_path: Path, sample_factory: Any) -> None:
     sample = sample_factory("transformers-olmo2")
-    (tmp_path / "out").mkdir()
+    convert(sample.path, CheckpointKind.TRANSFORMERS, tmp_path / "out")
     (tmp_path / "out" / "old.txt").write_text("old")
 
     convert(sample.path, CheckpointKind.TRANSFORMERS, tmp_path / "out", force=True)
