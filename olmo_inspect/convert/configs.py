@@ -521,6 +521,7 @@ CONFIG_CLASSES: dict[str, tuple[str, str]] = {
     "flex_olmo": ("transformers.models.flex_olmo.configuration_flex_olmo", "FlexOlmoConfig"),
 }
 
+
 def _config_class(model_type: str) -> Any:
     """Return transformers' config class for an OLMo-family ``model_type``."""
     # Import from the defining modules, not through transformers' lazy top-level module: its
