@@ -272,7 +272,9 @@ def plan(
         from olmo_inspect.tensors import torch_dtype
 
         torch_dtype(options.dtype)
+    default_shard_size = parse_shard_size(DEFAULT_MAX_SHARD_SIZE)
     options.max_shard_size = parse_shard_size(options.max_shard_size)
+    shard_size_given = options.max_shard_size != default_shard_size
     if options.device.strip().lower() != "auto":
         resolve_device(options.device)
     if mapping is None:
@@ -285,6 +287,7 @@ def plan(
     device = _plan_device(options, layout.steps)
 
     notes = list(mapping.notes) + layout.notes
+    notes += _unused_option_notes(target, options, shard_size_given)
     for stale in sorted(output.parent.glob(f".{output.name}.tmp-*")):
         notes.append(f"{stale} is left from an interrupted run; remove it to free its space")
     problems: list[str] = []
@@ -390,6 +393,21 @@ def _check_output_location(source: Checkpoint, output: Path) -> None:
         )
     if not output.parent.is_dir():
         raise ConversionError(f"{output.parent}: folder not found; create it first")
+
+
+def _unused_option_notes(
+    target: CheckpointKind, options: ConvertOptions, shard_size_given: bool
+) -> list[str]:
+    """Return a note for each option that has no effect on this target, so none is silent."""
+    notes = []
+    if target == CheckpointKind.TRANSFORMERS:
+        if options.safetensors:
+            notes.append("--safetensors has no effect: Transformers weights are always safetensors")
+        if options.model_only:
+            notes.append("--model-only has no effect: a Transformers output holds the model only")
+    elif shard_size_given:
+        notes.append(f"--max-shard-size has no effect: {target.value} is written as one file")
+    return notes
 
 
 def _replaceable(output: Path) -> bool:

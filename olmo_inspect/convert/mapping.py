@@ -153,6 +153,8 @@ def _check_target(source: Checkpoint, target: CheckpointKind) -> str | None:
     if kind == CheckpointKind.TRANSFORMERS:
         if target in (CheckpointKind.OLMO_UNSHARDED, CheckpointKind.HF_OLMO):
             return configs.check_hf_for_olmo(source.config)
+        if configs.check_hf_for_olmo(source.config) is not None:
+            return f"no mapping from transformers to {target.value}"
         return (
             f"no mapping from transformers to {target.value}; convert to olmo-unsharded or hf-olmo"
         )
