@@ -263,3 +263,46 @@ def test_unshard_train_state_has_no_rng_placeholder(sample_factory: Any, tmp_pat
     state = torch.load(output / "train.pt", weights_only=True)
     assert "rng" not in state
     assert state["global_step"] == sample.train_state["global_step"]
+
+
+def test_dry_run_notes_options_without_effect(
+    sample_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_factory("olmo1-unsharded")
+    arguments = ["convert", str(sample.path), "--dry-run", "--json"]
+
+    assert (
+        main(
+            [
+                *arguments,
+                "--to",
+                "olmo-unsharded",
+                "-o",
+                str(tmp_path / "a"),
+                "--max-shard-size",
+                "100KB",
+            ]
+        )
+        == EXIT_OK
+    )
+    unsharded_notes = json.loads(capsys.readouterr().out)["notes"]
+    assert (
+        main(
+            [
+                *arguments,
+                "--to",
+                "transformers",
+                "-o",
+                str(tmp_path / "b"),
+                "--safetensors",
+                "--model-only",
+            ]
+        )
+        == EXIT_OK
+    )
+    transformers_notes = json.loads(capsys.readouterr().out)["notes"]
+
+    assert any(note.startswith("--max-shard-size has no effect") for note in unsharded_notes)
+    assert any(note.startswith("--safetensors has no effect") for note in transformers_notes)
+    assert any(note.startswith("--model-only has no effect") for note in transformers_notes)
+    assert not (tmp_path / "a").exists()
