@@ -5,7 +5,6 @@ Only names, sizes and small config files are read here; the format readers do th
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -263,11 +262,3 @@ def _looks_like_run_folder(path: Path, names: set[str]) -> bool:
         if name.startswith(LATEST_PREFIX) and latest_target(path / name) is not None:
             return True
     return False
-
-
-def load_json_small(path: Path) -> Any:
-    """Parse a small JSON file, raising CorruptFile naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptFile(f"{path}: cannot parse JSON ({error})") from error

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from olmo_inspect.convert.bytecopy import copy_range
 from olmo_inspect.errors import ConversionError, UnsupportedFormat
+from olmo_inspect.io.safetensors_header import TORCH_TO_SAFETENSORS
 from olmo_inspect.model import dtype_size
 
 if TYPE_CHECKING:
@@ -28,24 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# safetensors dtype codes, keyed by torch's dtype spelling.
-SAFETENSORS_DTYPES: dict[str, str] = {
-    "float64": "F64",
-    "float32": "F32",
-    "float16": "F16",
-    "bfloat16": "BF16",
-    "float8_e4m3fn": "F8_E4M3",
-    "float8_e5m2": "F8_E5M2",
-    "int64": "I64",
-    "int32": "I32",
-    "int16": "I16",
-    "int8": "I8",
-    "uint64": "U64",
-    "uint32": "U32",
-    "uint16": "U16",
-    "uint8": "U8",
-    "bool": "BOOL",
-}
+# safetensors dtype codes, keyed by torch's dtype spelling: the reader's table, inverted.
+SAFETENSORS_DTYPES = TORCH_TO_SAFETENSORS
 # The header is padded with spaces so the data starts at a multiple of this many bytes.
 HEADER_ALIGNMENT = 8
 HEADER_LENGTH_BYTES = 8

@@ -79,12 +79,6 @@ def read_json_config(path: Path) -> tuple[dict[str, Any], str]:
     return value, text
 
 
-def olmo_model_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Return the ``model`` section of an OLMo trainer config (or the config itself)."""
-    model = config.get("model")
-    return model if isinstance(model, dict) else config
-
-
 def checkpoint_from_detection(detection: Detection, kind: CheckpointKind) -> Checkpoint:
     """Start a Checkpoint with what the detector found: path, evidence, notes and config."""
     return Checkpoint(

@@ -59,8 +59,3 @@ def encode_key(path: tuple[str | int, ...], value_is_pickled: bool = False) -> s
     import pickle
 
     return base64.urlsafe_b64encode(pickle.dumps((path, value_is_pickled))).decode("ascii")
-
-
-def is_encoded(keys: list[str]) -> bool:
-    """Return True when every key of a non-empty list decodes as an OLMo-encoded key."""
-    return bool(keys) and all(decode_key(key) is not None for key in keys[:8])

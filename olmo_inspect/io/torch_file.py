@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -261,11 +260,3 @@ def iter_tensors(value: Any, prefix: str = "") -> Iterator[tuple[str, TensorReco
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             yield from iter_tensors(item, f"{prefix}.{index}" if prefix else str(index))
-
-
-def relative_file(path: Path, root: Path) -> str:
-    """Return ``path`` relative to ``root`` when it lies inside it, else its name."""
-    try:
-        return os.path.relpath(path, root) if root.is_dir() else path.name
-    except ValueError:
-        return path.name
