@@ -22,6 +22,7 @@ from olmo_inspect.detect import Detection
 from olmo_inspect.errors import CorruptFile, InspectError
 from olmo_inspect.formats.common import (
     CONFIG_YAML,
+    checkpoint_from_detection,
     list_checkpoint_files,
     read_text_file,
     read_train_state,
@@ -217,20 +218,13 @@ class LocalReader:
         optimizer = self._read_optimizer(placements, world_size)
         train_state = self._read_train_state(world_size)
 
-        checkpoint = Checkpoint(
-            path=self.root,
-            kind=CheckpointKind.OLMO_SHARDED_LOCAL,
-            tensors=tensors,
-            problems=self.problems,
-            evidence=list(self.detection.evidence),
-            notes=self.notes,
-            config=self.detection.config,
-            config_file=self.detection.config_file,
-            config_text=self.detection.config_text,
-            train_state=train_state,
-            optimizer=optimizer,
-            world_size=world_size,
-        )
+        checkpoint = checkpoint_from_detection(self.detection, CheckpointKind.OLMO_SHARDED_LOCAL)
+        checkpoint.tensors = tensors
+        checkpoint.problems = self.problems
+        checkpoint.notes = self.notes
+        checkpoint.train_state = train_state
+        checkpoint.optimizer = optimizer
+        checkpoint.world_size = world_size
         checkpoint.files = self._files(checkpoint)
         checkpoint.details = {"flat_params": _flat_param_details(ranks[0].shards)}
         return checkpoint

@@ -24,6 +24,7 @@ from olmo_inspect.detect import Detection
 from olmo_inspect.errors import CorruptFile, InspectError
 from olmo_inspect.formats.common import (
     CONFIG_YAML,
+    checkpoint_from_detection,
     list_checkpoint_files,
     train_state_from_value,
 )
@@ -370,20 +371,15 @@ class LegacyReader:
         train_state = train_state_from_value(value, primary.file, skip=(MODEL_KEY, OPTIM_KEY))
         self._check_state_world_size(value, world_size, primary.file)
 
-        checkpoint = Checkpoint(
-            path=self.root,
-            kind=CheckpointKind.OLMO_SHARDED_TORCH_LEGACY,
-            tensors=tensors,
-            problems=self.problems,
-            evidence=list(self.detection.evidence),
-            notes=self.notes,
-            config=self.detection.config,
-            config_file=self.detection.config_file,
-            config_text=self.detection.config_text,
-            train_state=train_state,
-            optimizer=optimizer,
-            world_size=world_size,
+        checkpoint = checkpoint_from_detection(
+            self.detection, CheckpointKind.OLMO_SHARDED_TORCH_LEGACY
         )
+        checkpoint.tensors = tensors
+        checkpoint.problems = self.problems
+        checkpoint.notes = self.notes
+        checkpoint.train_state = train_state
+        checkpoint.optimizer = optimizer
+        checkpoint.world_size = world_size
         checkpoint.files = self._files(checkpoint)
         checkpoint.details = {
             "parsed_rank_file": primary.file,
