@@ -70,7 +70,7 @@ def detect(path: Path) -> Detection:
     is a bare state dict; a folder of ``stepN`` checkpoints is a run folder.
 
     Raises:
-        CheckpointNotFound: the path does not exist or holds no checkpoint of a known kind.
+        CheckpointNotFound: the path does not exist or contains no checkpoint of a known kind.
         CorruptFile: a config file that decides the kind cannot be parsed.
     """
     if not path.exists():

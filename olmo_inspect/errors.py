@@ -1,6 +1,6 @@
 """The one exception family of olmo-inspect.
 
-Every message names the file or directory, says what is wrong and what to do, in one line.
+Every message names the file or directory, what is wrong and what to do, in one line.
 The CLI prints ``str(error)`` and exits with ``error.exit_code``; it shows a traceback only
 under ``--debug``.
 """
@@ -20,7 +20,7 @@ class InspectError(Exception):
 
 
 class CheckpointNotFound(InspectError):
-    """The path does not exist, or holds no checkpoint of any known kind."""
+    """The path does not exist, or contains no checkpoint of any known kind."""
 
 
 class UnsupportedFormat(InspectError):
@@ -32,11 +32,11 @@ class CorruptFile(InspectError):
 
 
 class IncompleteCheckpoint(InspectError):
-    """Files the checkpoint needs are missing or shorter than its metadata says."""
+    """Files the checkpoint needs are missing or shorter than its metadata states."""
 
 
 class UnsafePickle(InspectError):
-    """A pickle asks for something the restricted unpickler will not do."""
+    """A pickle requests an operation the restricted unpickler rejects."""
 
 
 class ConversionError(InspectError):
@@ -44,6 +44,6 @@ class ConversionError(InspectError):
 
 
 class UsageError(InspectError):
-    """The command line asks for something that does not make sense."""
+    """The command line is invalid: an unknown option, a bad value or a wrong path kind."""
 
     exit_code = EXIT_USAGE

@@ -43,7 +43,8 @@ def open_path(path: Path, *, deep: bool = False) -> Checkpoint | RunFolder:
     With ``deep``, sharded readers parse every rank's metadata, not only rank 0's.
 
     Raises:
-        InspectError: the path holds nothing readable; the message says what and what to do.
+        InspectError: the path contains nothing readable. The message names the file and what
+            to do.
     """
     started = time.perf_counter()
     detection = detect(Path(os.path.abspath(path)))

@@ -84,7 +84,8 @@ def test_missing_path_is_one_line_error(tmp_path: Path) -> None:
 def test_empty_directory_says_what_to_do(tmp_path: Path) -> None:
     result = run_cli(str(tmp_path), "--json")
     assert result.returncode == 1
-    assert "empty" in result.stderr and "config.yaml" in result.stderr
+    assert "empty" in result.stderr
+    assert "config.yaml" in result.stderr
 
 
 def test_unrelated_directory_names_what_was_found(tmp_path: Path) -> None:
@@ -121,7 +122,7 @@ def test_usage_error_exits_2() -> None:
     assert result.returncode == 2
 
 
-def test_truncated_weights_exit_1_and_print_what_was_read(sample_factory, tmp_path: Path) -> None:
+def test_truncated_weights_print_partial_json(sample_factory, tmp_path: Path) -> None:
     sample = sample_factory("transformers-olmo2")
     copy = tmp_path / "ckpt"
     copy.mkdir()

@@ -120,9 +120,8 @@ def to_json_value(value: Any, depth: int = 0) -> Any:
 def train_state_from_value(value: Any, file: str, skip: Iterable[str] = ()) -> TrainState:
     """Build a TrainState from an unpickled trainer-state dict.
 
-    Scalar fields are kept as they are; the RNG states are reduced to the names of the
-    generators they hold; keys in ``skip`` (``model``, ``optim`` in torch_legacy rank files)
-    are left out.
+    Scalar fields are kept as they are, and the RNG states are reduced to the names of their
+    generators. Keys in ``skip`` (``model``, ``optim`` in torch_legacy rank files) are left out.
     """
     if not isinstance(value, dict):
         raise CorruptFile(f"{file}: the trainer state is a {type(value).__name__}, not a dict")

@@ -1,12 +1,12 @@
 """A restricted unpickler that turns a checkpoint's pickle into inert records.
 
 It never imports a module named in the pickle and never calls anything the pickle names.
-Globals on the allow-list map to recorders that keep their arguments (a tensor becomes a
-:class:`TensorRecord`, a ``ShardedTensor`` a :class:`PickledObject` with its state); every other
-global becomes an inert placeholder *type* (NEWOBJ needs a type) that is shown by its qualified
-name. Persistent ids (torch storages) become :class:`StorageRecord` objects. The standard library's
-C unpickler does the parsing; only ``find_class`` and ``persistent_load`` are ours, so nothing
-outside this module can be reached from the pickle stream.
+Globals on the allow-list map to recorders that keep their arguments: a tensor becomes a
+:class:`TensorRecord`, a ``ShardedTensor`` a :class:`PickledObject` with its state. Every other
+global becomes an inert placeholder *type*, shown by its qualified name, because the NEWOBJ
+opcode needs a type. Persistent ids (torch storages) become :class:`StorageRecord` objects.
+The standard library's C unpickler does the parsing. Only ``find_class`` and
+``persistent_load`` are ours, so nothing outside this module can be reached from the pickle.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class StorageType:
 class StorageRecord:
     """A torch storage referenced by persistent id: its key, element dtype, numel and device.
 
-    For an ``UntypedStorage`` the dtype is ``uint8`` and ``numel`` counts bytes. ``view`` holds
+    For an ``UntypedStorage`` the dtype is ``uint8`` and ``numel`` counts bytes. ``view`` is
     the legacy format's ``(view_key, offset, size)`` when the storage is a view of another.
     """
 
@@ -175,9 +175,9 @@ class NumpyArrayRecord:
 class PickledObject:
     """Inert stand-in for an instance of a class named in a pickle.
 
-    ``pickle_args`` holds the constructor arguments (REDUCE or NEWOBJ) and ``pickle_state``
-    the BUILD state. Subclasses are made per qualified name by :func:`record_type`; ``allowed``
-    tells whether the name is on the allow-list.
+    ``pickle_args`` contains the constructor arguments (REDUCE or NEWOBJ) and ``pickle_state``
+    the BUILD state. :func:`record_type` makes one subclass per qualified name, and ``allowed``
+    is True when that name is on the allow-list.
     """
 
     qualname: ClassVar[str] = "object"
@@ -456,7 +456,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         return record
 
 
-# What a malformed pickle raises from inside the C unpickler.
+# Exceptions the C unpickler raises on a malformed pickle.
 _PARSE_ERRORS = (
     pickle.UnpicklingError,
     EOFError,
@@ -480,7 +480,7 @@ def load_stream(stream: io.BufferedIOBase | io.BytesIO, source: str) -> Unpickle
 
     Raises:
         CorruptFile: the pickle stream is truncated or malformed.
-        UnsafePickle: the pickle asks for an operation the allow-list forbids.
+        UnsafePickle: the pickle requests an operation the allow-list forbids.
     """
     unpickler = RestrictedUnpickler(stream, source)
     try:

@@ -59,7 +59,7 @@ class RunTable(DataTable[Text]):
         self.add_column("checkpoint", key="path")
 
         # Show paths below the entries' common folder, so long shared prefixes do not push the
-        # part that tells entries apart out of view.
+        # part that distinguishes entries out of view.
         paths = [str(entry.path) for entry in self.entries]
         common = os.path.commonpath(paths) if len(paths) > 1 else None
         for index, entry in enumerate(self.entries):
